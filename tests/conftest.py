@@ -1,0 +1,28 @@
+import os
+import tempfile
+
+# vLLM reads these at import: in-process engines, one thread, small KV cache, sockets and caches in a temp dir.
+_scratch = tempfile.mkdtemp(prefix="vllm_ptp_tests_")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("NUMBA_NUM_THREADS", "1")
+os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+os.environ.setdefault("VLLM_RPC_BASE_PATH", _scratch)
+os.environ.setdefault("VLLM_CACHE_ROOT", os.path.join(_scratch, "cache"))
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from tiny_models import build_tiny_target, train_tiny_cp  # noqa: E402
+
+
+@pytest.fixture(scope="session")
+def tiny_target(tmp_path_factory):
+    return build_tiny_target(tmp_path_factory.mktemp("tiny") / "target")
+
+
+@pytest.fixture(scope="session")
+def tiny_cp(tiny_target, tmp_path_factory):
+    """CP heads (rank 4, 3 heads) distilled from the tiny target for a few hundred steps: they do get accepted."""
+    return train_tiny_cp(tiny_target, tmp_path_factory.mktemp("tiny_cp"))

@@ -1,0 +1,83 @@
+"""Drive vLLM through its public API and read what speculation did: outputs, acceptance, tokens/s."""
+from __future__ import annotations
+
+import gc
+import time
+from dataclasses import dataclass, field
+
+
+@dataclass
+class EngineRun:
+    outputs: list[list[int]]
+    texts: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    drafts: int = 0
+    draft_tokens: int = 0
+    accepted: int = 0
+    accepted_per_position: list[int] = field(default_factory=list)
+
+    @property
+    def output_tokens(self) -> int:
+        return sum(len(o) for o in self.outputs)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.output_tokens / self.seconds if self.seconds else 0.0
+
+    @property
+    def acceptance_length(self) -> float:
+        """Tokens per target step over the steps that verified a draft: 1 + accepted drafts per step."""
+        return 1 + self.accepted / self.drafts if self.drafts else 1.0
+
+    @property
+    def acceptance_per_position(self) -> list[float]:
+        return [a / self.drafts for a in self.accepted_per_position] if self.drafts else []
+
+
+def spec_counters(llm) -> dict:
+    counters = {"drafts": 0, "draft_tokens": 0, "accepted": 0, "accepted_per_position": []}
+    names = {"vllm:spec_decode_num_drafts": "drafts", "vllm:spec_decode_num_draft_tokens": "draft_tokens",
+             "vllm:spec_decode_num_accepted_tokens": "accepted"}
+    for metric in llm.get_metrics():
+        if metric.name in names:
+            counters[names[metric.name]] = int(metric.value)
+        elif metric.name == "vllm:spec_decode_num_accepted_tokens_per_pos":
+            counters["accepted_per_position"] = [int(v) for v in metric.values]
+    return counters
+
+
+def make_engine(target: str, speculative_config: dict | None = None, dtype: str = "auto", max_model_len: int = 2048,
+                seed: int = 0, **kwargs):
+    from vllm import LLM
+    return LLM(model=str(target), dtype=dtype, max_model_len=max_model_len, seed=seed, disable_log_stats=False,
+               speculative_config=speculative_config, **kwargs)
+
+
+def run_prompts(llm, prompts, params, one_at_a_time: bool = False) -> EngineRun:
+    """Generate and measure; `one_at_a_time` sends requests sequentially (batch 1)."""
+    before = spec_counters(llm)
+    start = time.perf_counter()
+    if one_at_a_time:
+        params_list = params if isinstance(params, list) else [params] * len(prompts)
+        results = [llm.generate([p], q, use_tqdm=False)[0] for p, q in zip(prompts, params_list)]
+    else:
+        results = llm.generate(prompts, params, use_tqdm=False)
+    seconds = time.perf_counter() - start
+    after = spec_counters(llm)
+    per_position = [a - b for a, b in zip(after["accepted_per_position"],
+                                          before["accepted_per_position"] or [0] * len(after["accepted_per_position"]))]
+    return EngineRun(outputs=[list(r.outputs[0].token_ids) for r in results],
+                     texts=[r.outputs[0].text for r in results], seconds=seconds,
+                     drafts=after["drafts"] - before["drafts"],
+                     draft_tokens=after["draft_tokens"] - before["draft_tokens"],
+                     accepted=after["accepted"] - before["accepted"], accepted_per_position=per_position)
+
+
+def generate(target, prompts, params, speculative_config=None, one_at_a_time=False, **engine_kwargs) -> EngineRun:
+    """One fresh engine, one run, engine released."""
+    llm = make_engine(target, speculative_config, **engine_kwargs)
+    try:
+        return run_prompts(llm, prompts, params, one_at_a_time)
+    finally:
+        del llm
+        gc.collect()

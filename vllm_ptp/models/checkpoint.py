@@ -1,0 +1,85 @@
+"""Draft checkpoint folders: config.json (speculators style) + model.safetensors + README.md.
+
+Every problem with a folder is a CheckpointError naming the file, the field and what was expected, raised when the
+folder is opened (engine start-up), never later.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+
+
+class CheckpointError(Exception):
+    """A draft checkpoint that cannot be served: says which file, which field, what was expected.
+
+    Not a ValueError on purpose: pydantic would fold it into a generic ValidationError of SpeculativeConfig.
+    """
+
+
+def read_config(folder: str | Path) -> dict:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CheckpointError(f"draft checkpoint {folder}: not a directory (expected a folder with {CONFIG_FILE} "
+                              f"and {WEIGHTS_FILE})")
+    path = folder / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: missing (expected the draft's speculators-style config)")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"{path}: unreadable JSON ({e})") from e
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    return config
+
+
+def speculators_type(folder: str | Path) -> str | None:
+    """The `speculators_model_type` of a folder's config.json, or None when there is no such folder/field."""
+    path = Path(folder) / CONFIG_FILE
+    if not path.is_file():
+        return None
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return config.get("speculators_model_type") if isinstance(config, dict) else None
+
+
+def require(config: dict, field: str, kind: type, path: Path):
+    value = config.get(field)
+    if kind is int and isinstance(value, bool):
+        value = None
+    if not isinstance(value, kind):
+        raise CheckpointError(f"{path}: field '{field}' must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def load_weights(folder: str | Path) -> dict[str, torch.Tensor]:
+    folder = Path(folder)
+    path = folder / WEIGHTS_FILE
+    if not path.is_file():
+        pickles = sorted(p.name for p in folder.iterdir() if p.suffix in PICKLE_SUFFIXES)
+        if pickles:
+            raise CheckpointError(f"{folder}: found pickle weights {pickles}; only {WEIGHTS_FILE} (safetensors) is "
+                                  f"loaded, pickle files are never unpickled. Convert them with safetensors.")
+        raise CheckpointError(f"{path}: missing (expected the draft weights in safetensors format)")
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from e
+
+
+def save_checkpoint(folder: str | Path, config: dict, state_dict: dict[str, torch.Tensor], card: str) -> None:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+    save_file({k: v.detach().contiguous() for k, v in state_dict.items()}, str(folder / WEIGHTS_FILE))
+    (folder / "README.md").write_text(card)

@@ -1,0 +1,7 @@
+"""vLLM general plugin entry point (group `vllm.general_plugins`), loaded in every vLLM process."""
+
+
+def register() -> None:
+    from vllm_ptp import vllm_seam
+
+    vllm_seam.install()

@@ -1,0 +1,69 @@
+"""Drafting with CP heads: k tokens per request from one heads forward, plus the draft distributions.
+
+Position s draws from the mixture's exact conditional given the tokens drafted before it,
+q_s(x) = sum_a w_a^(s) P^(s,a)(x) with posterior weights w_a^(s) ~ w_a * prod_{j<s} P^(j,a)(x_j),
+after the request's temperature (on each component) and top-k/top-p (on q_s). The token is the inverse-CDF pick at a
+uniform u_s, so the draft randomness is explicit. Greedy requests (temperature 0) take argmax q_s at each position:
+greedy decoding of the mixture's chain-rule factorisation, exact for s = 1 and the usual approximation of the joint
+mode beyond. Every q_s handed out is exactly the distribution x_s was drawn from, so vLLM's rejection sampler stays
+lossless.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from vllm_ptp.kernels import mixture_probs, pick, processed_probs
+from vllm_ptp.models.checkpoint import CheckpointError
+from vllm_ptp.models.cp_heads import load_cp_heads
+
+
+class CPProposer:
+    def __init__(self, checkpoint: str | Path, device: torch.device | str = "cpu",
+                 dtype: torch.dtype = torch.float32):
+        self.checkpoint = Path(checkpoint)
+        self.heads = load_cp_heads(self.checkpoint).to(device=device, dtype=dtype).eval()
+        self.config = self.heads.config
+        self.draft_vocab = self.heads.draft_vocab.to(device)
+
+    @property
+    def max_speculative_tokens(self) -> int:
+        return self.config.num_heads
+
+    def check_num_speculative_tokens(self, k: int) -> None:
+        if not 1 <= k <= self.config.num_heads:
+            raise CheckpointError(
+                f"{self.checkpoint / 'config.json'}: num_speculative_tokens={k} but field 'num_heads' is "
+                f"{self.config.num_heads}: these heads draft at most {self.config.num_heads} tokens")
+
+    def attach_target(self, embed_weight: torch.Tensor, lm_head_weight: torch.Tensor, vocab_size: int) -> None:
+        self.config.check_target(self.checkpoint, vocab_size, embed_weight.shape[-1], embed_weight)
+        self.heads.attach_target(embed_weight, lm_head_weight)
+
+    @torch.inference_mode()
+    def propose(self, hidden: torch.Tensor, last_token: torch.Tensor, k: int, temperature: torch.Tensor,
+                top_k: torch.Tensor | None, top_p: torch.Tensor | None,
+                uniforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """hidden [B, H], last_token [B], temperature [B] (0 = greedy), top_k/top_p [B] or None, uniforms [B, k].
+
+        Returns draft token ids [B, k] (target ids) and draft probabilities [B, k, V_target] (float32).
+        """
+        B = hidden.shape[0]
+        log_w, logits = self.heads(hidden, last_token)
+        greedy = temperature <= 0
+        scale = torch.where(greedy, 1.0, temperature.float())[:, None, None, None]
+        comp_log_probs = (logits[:, :k] / scale).log_softmax(-1)  # [B, k, r, V_draft]
+        log_post = log_w
+        draft_ids = torch.empty(B, k, dtype=torch.long, device=hidden.device)
+        draft_probs = torch.zeros(B, k, self.config.vocab_size, dtype=torch.float32, device=hidden.device)
+        # q_s already carries the temperature; processed_probs only needs to know greedy rows and top-k/top-p.
+        row_temperature = torch.where(greedy, 0.0, 1.0)
+        for s in range(k):
+            q = mixture_probs(log_post, comp_log_probs[:, s])
+            q = processed_probs(q.clamp_min(1e-30).log(), row_temperature, top_k, top_p)
+            x = pick(uniforms[:, s], q)
+            draft_ids[:, s] = self.draft_vocab[x]
+            draft_probs[:, s, self.draft_vocab] = q
+            log_post = log_post + comp_log_probs[:, s].gather(-1, x[:, None, None].expand(B, log_w.shape[1], 1))[..., 0]
+        return draft_ids, draft_probs

@@ -1,0 +1,79 @@
+"""Distillation data: the target writes the continuations, then one teacher-forced pass records its hidden states.
+
+Continuations are sampled by the target itself in vLLM (no speculation) at a cycle of temperatures, so the heads learn
+the target's own distribution rather than the dataset's. A second, teacher-forced pass of the target (transformers,
+float32) records the final post-norm hidden state h_i at every completion position. One training example is
+(h_i, x_{i+1}, x_{i+2..i+1+MAX_HEADS}): the state that produced token x_{i+1}, that token, and the tokens after it
+(-1 past the end of the sequence). Shards of a few dozen prompts are written as they finish, so a killed run resumes.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from tqdm import tqdm
+
+MAX_HEADS = 8
+SHARD_PROMPTS = 64
+
+
+def examples_from_sequence(hidden: torch.Tensor, tokens: list[int], prompt_len: int) -> dict[str, torch.Tensor]:
+    """hidden [L, H] for tokens [L] -> training examples for every position whose next token is a completion token."""
+    L = len(tokens)
+    positions = torch.arange(prompt_len - 1, L - 1)
+    ids = torch.tensor(tokens + [-1] * (MAX_HEADS + 1))
+    labels = torch.stack([ids[positions + 2 + j] for j in range(MAX_HEADS)], dim=1)
+    return {"hidden": hidden[positions].to(torch.bfloat16), "last_token": ids[positions + 1].int(),
+            "labels": labels.int()}
+
+
+def generate_teacher_data(target: str | Path, conversations: list[list[dict]], out_dir: str | Path,
+                          temperatures: tuple[float, ...] = (0.0, 0.7, 1.0), max_new_tokens: int = 192,
+                          max_prompt_tokens: int = 384, seed: int = 0) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    prompts = []
+    for messages in conversations:
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        ids = list(ids["input_ids"]) if hasattr(ids, "keys") else list(ids)
+        if len(ids) <= max_prompt_tokens:
+            prompts.append(ids)
+    shards = [prompts[i:i + SHARD_PROMPTS] for i in range(0, len(prompts), SHARD_PROMPTS)]
+    todo = [i for i in range(len(shards)) if not (out_dir / f"shard_{i:05d}.safetensors").exists()]
+    if todo:
+        from vllm import LLM, SamplingParams  # the public API only: plain generation, no speculation
+        # A fixed KV budget: vLLM's CPU default reserves 92% of RAM and refuses to start when anything else runs.
+        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+        llm = LLM(model=str(target), dtype="bfloat16", max_model_len=max_prompt_tokens + max_new_tokens + 8,
+                  seed=seed, enforce_eager=True)
+        model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32).eval()
+        for i in tqdm(todo, desc="teacher shards"):
+            params = [SamplingParams(temperature=temperatures[(i * SHARD_PROMPTS + j) % len(temperatures)],
+                                     max_tokens=max_new_tokens, seed=seed + i * SHARD_PROMPTS + j)
+                      for j in range(len(shards[i]))]
+            outputs = llm.generate([{"prompt_token_ids": p} for p in shards[i]], params, use_tqdm=False)
+            parts = []
+            for prompt, output in zip(shards[i], outputs):
+                tokens = prompt + list(output.outputs[0].token_ids)
+                with torch.inference_mode():
+                    hidden = model.model(torch.tensor([tokens])).last_hidden_state[0]
+                parts.append(examples_from_sequence(hidden, tokens, len(prompt)))
+            shard = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+            save_file(shard, str(out_dir / f"shard_{i:05d}.safetensors"))
+    meta = {"target": str(target), "prompts": len(prompts), "temperatures": list(temperatures),
+            "max_new_tokens": max_new_tokens, "seed": seed}
+    (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
+    return out_dir
+
+
+def load_teacher_data(data_dir: str | Path) -> dict[str, torch.Tensor]:
+    files = sorted(Path(data_dir).glob("shard_*.safetensors"))
+    if not files:
+        raise FileNotFoundError(f"{data_dir}: no teacher shards (shard_*.safetensors)")
+    shards = [load_file(str(f)) for f in files]
+    return {k: torch.cat([s[k] for s in shards]) for k in shards[0]}

@@ -1,0 +1,296 @@
+"""The one module that touches vLLM internals.
+
+Each patch is a function named `replacement_for_<Owner>_<attribute>` and wraps exactly one vLLM attribute. Every
+replacement first asks whether the speculative method is ours ("cp", "ptp") and otherwise calls vLLM's original
+unchanged, so requests and methods that are not ours behave exactly as in plain vLLM.
+
+How a "cp" draft is wired into vLLM's V1 model runner:
+- SpeculativeConfig accepts the method (or detects it from the draft folder's config.json), validates the checkpoint
+  against the target at start-up, and is then set up like vLLM's `custom_class` method: no draft ModelConfig, the
+  draft shares the target's config, no draft KV cache.
+- The model runner builds our drafter where it would build a custom_class proposer; vLLM's CPU/GPU runner hands it the
+  target model in `load_model` (the heads borrow the target's embedding and LM head).
+- After each step, like vLLM's Medusa branch, the drafter gets the target's final hidden state that produced each
+  request's last sampled token, plus that token; it returns k draft ids per request and stores the draft
+  distributions where vLLM's rejection sampler picks them up next step (`_draft_probs`, as for EAGLE's
+  probabilistic drafting). The rejection sampler itself is untouched.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import typing
+from pathlib import Path
+
+import torch
+
+from vllm_ptp.models.checkpoint import CheckpointError, speculators_type
+from vllm_ptp.models.cp_config import CPConfig
+from vllm_ptp.models.cp_heads import load_cp_heads
+from vllm_ptp.proposers.cp_proposer import CPProposer
+
+SUPPORTED_VLLM_VERSIONS = ("0.32.0",)
+OUR_METHODS = ("cp", "ptp")
+
+_originals: dict[str, typing.Any] = {}
+
+
+class UnsupportedVLLMVersion(RuntimeError):
+    pass
+
+
+def check_vllm_version(version: str) -> None:
+    if version not in SUPPORTED_VLLM_VERSIONS:
+        raise UnsupportedVLLMVersion(
+            f"vllm-ptp supports vLLM {', '.join(SUPPORTED_VLLM_VERSIONS)} (its patches are written against those "
+            f"internals); the installed vLLM is {version}. Install a supported vLLM (CPU: `pip install "
+            f"vllm-ptp[cpu]`), or uninstall vllm-ptp / exclude it with VLLM_PLUGINS.")
+
+
+def install() -> None:
+    """Apply every patch once per process (vLLM loads plugins in each process, sometimes more than once)."""
+    if _originals:
+        return
+    import vllm
+    check_vllm_version(vllm.__version__)
+
+    from vllm.config import speculative as speculative_module
+    from vllm.config.speculative import SpeculativeConfig
+    from vllm.config.vllm import VllmConfig
+    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+
+    _extend_speculative_method_literal(SpeculativeConfig, speculative_module.SpeculativeMethod)
+    _replace(SpeculativeConfig, "__post_init__", replacement_for_SpeculativeConfig___post_init__)
+    _replace(VllmConfig, "_get_v2_model_runner_unsupported_features",
+             replacement_for_VllmConfig__get_v2_model_runner_unsupported_features)
+    _replace(GPUModelRunner, "__init__", replacement_for_GPUModelRunner___init__)
+    _replace(GPUModelRunner, "propose_draft_token_ids", replacement_for_GPUModelRunner_propose_draft_token_ids)
+    from vllm.v1.sample import rejection_sampler
+    _replace_function(rejection_sampler, "apply_sampling_constraints",
+                      replacement_for_rejection_sampler_apply_sampling_constraints)
+    _replace_function(rejection_sampler, "expand_batch_to_tokens",
+                      replacement_for_rejection_sampler_expand_batch_to_tokens)
+
+
+def _replace(owner: type, name: str, replacement) -> None:
+    key = f"{owner.__qualname__}.{name}"
+    if key in _originals:
+        raise RuntimeError(f"vllm_ptp: {key} would be patched twice")
+    _originals[key] = owner.__dict__[name]
+    setattr(owner, name, replacement)
+
+
+def _replace_function(module, name: str, replacement) -> None:
+    key = f"{module.__name__.rsplit('.', 1)[-1]}.{name}"
+    if key in _originals:
+        raise RuntimeError(f"vllm_ptp: {key} would be patched twice")
+    _originals[key] = getattr(module, name)
+    setattr(module, name, replacement)
+
+
+def _original(owner_name: str, name: str):
+    return _originals[f"{owner_name}.{name}"]
+
+
+def is_ours(speculative_config) -> bool:
+    return speculative_config is not None and speculative_config.method in OUR_METHODS
+
+
+# --- SpeculativeConfig.method: a pydantic Literal, so a new name needs the schema rebuilt -------------------------
+
+def _extend_speculative_method_literal(config_cls, vllm_methods) -> None:
+    import pydantic
+    extended = typing.Optional[typing.Literal[vllm_methods, *OUR_METHODS]]
+    config_cls.__dataclass_fields__["method"].type = extended
+    config_cls.__annotations__["method"] = extended
+    pydantic.dataclasses.rebuild_dataclass(config_cls, force=True)
+
+
+def replacement_for_SpeculativeConfig___post_init__(self):
+    original = _original("SpeculativeConfig", "__post_init__")
+    method = self.method
+    if method is None and self.model is not None and speculators_type(self.model) in OUR_METHODS:
+        method = speculators_type(self.model)
+    if method not in OUR_METHODS:
+        return original(self)
+    self.method = method
+    if self.model is None:
+        raise ValueError(f"speculative_config: method '{method}' needs 'model': the draft checkpoint folder")
+    self.num_speculative_tokens = validate_checkpoint_for_target(
+        method, self.model, self.target_model_config, self.num_speculative_tokens)
+    # Set up like vLLM's custom_class method (no draft ModelConfig, shares the target's); that branch also logs an
+    # "experimental custom class" warning that would mislead our users, so it is filtered for this call.
+    self.method = "custom_class"
+    try:
+        with _silence("vllm.config.speculative", "custom class-based proposer"):
+            return original(self)
+    finally:
+        self.method = method
+
+
+def validate_checkpoint_for_target(method: str, folder: str, target_model_config, k: int | None) -> int:
+    """Open the draft folder at start-up: kind, weights, target sizes, k. Returns the k to use."""
+    if method == "ptp":
+        raise CheckpointError(f"{folder}: method 'ptp' is reserved for Parallel Token Prediction drafts, which this "
+                              f"version of vllm-ptp does not serve yet; use a CP-heads draft (method 'cp')")
+    if not Path(folder).is_dir():
+        raise CheckpointError(f"speculative_config.model = {folder!r}: not a directory (expected a draft checkpoint "
+                              f"folder with config.json and model.safetensors)")
+    found = speculators_type(folder)
+    if found is not None and found != method:
+        raise CheckpointError(f"{Path(folder) / 'config.json'}: field 'speculators_model_type' is {found!r} but "
+                              f"speculative_config.method is {method!r}")
+    config = CPConfig.from_checkpoint(folder)
+    if target_model_config is not None:
+        config.check_target(folder, target_model_config.get_vocab_size(), target_model_config.get_hidden_size())
+    load_cp_heads(folder)  # every tensor checked now, not at the first request
+    n = config.num_heads
+    k = n if k is None else k
+    if k > n:
+        raise CheckpointError(f"{Path(folder) / 'config.json'}: num_speculative_tokens={k} but field 'num_heads' is "
+                              f"{n}: these heads draft at most {n} tokens")
+    return k
+
+
+@contextlib.contextmanager
+def _silence(logger_name: str, message_part: str):
+    class _Filter(logging.Filter):
+        def filter(self, record):
+            return message_part not in record.getMessage()
+
+    logger, log_filter = logging.getLogger(logger_name), _Filter()
+    logger.addFilter(log_filter)
+    try:
+        yield
+    finally:
+        logger.removeFilter(log_filter)
+
+
+# --- Model runner V2 has no hook for a hidden-state drafter: our methods stay on V1 (as Medusa does) -------------
+
+def replacement_for_VllmConfig__get_v2_model_runner_unsupported_features(self):
+    unsupported = _original("VllmConfig", "_get_v2_model_runner_unsupported_features")(self)
+    if is_ours(self.speculative_config):
+        unsupported.append(f"speculative method '{self.speculative_config.method}' (vllm-ptp)")
+    return unsupported
+
+
+# --- GPUModelRunner (the CPU runner subclasses it) ----------------------------------------------------------------
+
+def replacement_for_GPUModelRunner___init__(self, vllm_config, device):
+    original = _original("GPUModelRunner", "__init__")
+    spec = vllm_config.speculative_config
+    global _runner_serves_our_method
+    _runner_serves_our_method = False
+    if not is_ours(spec):
+        return original(self, vllm_config, device)
+    _runner_serves_our_method = True
+    from vllm.v1.worker import gpu_model_runner as runner_module
+    method = spec.method
+    # The custom_class branch is the one place the runner builds a drafter from a factory and nothing else.
+    spec.method = "custom_class"
+    build_custom = runner_module.create_custom_proposer
+    runner_module.create_custom_proposer = lambda config: VllmCPDrafter(config, device)
+    try:
+        original(self, vllm_config, device)
+    finally:
+        runner_module.create_custom_proposer = build_custom
+        spec.method = method
+
+
+def replacement_for_GPUModelRunner_propose_draft_token_ids(self, scheduler_output, sampled_token_ids,
+                                                           sampling_metadata, hidden_states, sample_hidden_states,
+                                                           aux_hidden_states, spec_decode_metadata,
+                                                           common_attn_metadata, slot_mappings):
+    if not is_ours(self.speculative_config):
+        return _original("GPUModelRunner", "propose_draft_token_ids")(
+            self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states, sample_hidden_states,
+            aux_hidden_states, spec_decode_metadata, common_attn_metadata, slot_mappings)
+    num_draft = spec_decode_metadata.num_draft_tokens if spec_decode_metadata is not None else None
+    draft_ids, draft_probs = self.drafter.propose(
+        sampled_token_ids, sample_hidden_states, num_draft, sampling_metadata,
+        scheduler_output.num_spec_tokens_to_schedule)
+    self._draft_probs = draft_probs
+    self._draft_prob_req_ids = self.input_batch.req_ids.copy() if draft_probs is not None else None
+    return draft_ids
+
+
+# --- Two vLLM 0.32 CPU bugs in the rejection sampler's sampling constraints, fixed for our method only -------------
+# 1. Its torch top-k calls max() on an empty tensor when a step has no draft tokens at all (every first step of a
+#    top-k request: vLLM's ngram hits it too).
+# 2. Its C++ stand-in for the Triton `expand_kernel` writes into an int64 copy of the output, so the per-token
+#    temperature / top-k / top-p it expands (float32 / int32) are uninitialised memory: sampled requests would be
+#    verified against a wrong target distribution.
+
+_runner_serves_our_method = False
+
+
+def replacement_for_rejection_sampler_apply_sampling_constraints(logits, cu_num_draft_tokens, sampling_metadata):
+    if _runner_serves_our_method and logits.shape[0] == 0:
+        return logits  # nothing to constrain; vLLM's torch top-k calls max() on the empty tensor
+    return _original("rejection_sampler", "apply_sampling_constraints")(logits, cu_num_draft_tokens,
+                                                                       sampling_metadata)
+
+
+def replacement_for_rejection_sampler_expand_batch_to_tokens(x, cu_num_tokens, num_tokens, replace_from=0,
+                                                             replace_to=0):
+    if not (_runner_serves_our_method and x.device.type == "cpu"):
+        return _original("rejection_sampler", "expand_batch_to_tokens")(x, cu_num_tokens, num_tokens, replace_from,
+                                                                        replace_to)
+    counts = torch.diff(cu_num_tokens.long(), prepend=cu_num_tokens.new_zeros(1).long())
+    x = torch.where(x == replace_from, torch.tensor(replace_to, dtype=x.dtype), x)
+    return torch.repeat_interleave(x, counts, output_size=num_tokens)
+
+
+class VllmCPDrafter:
+    """Adapts vLLM's runner state (sampled token lists, hidden states, SamplingMetadata) to CPProposer."""
+
+    def __init__(self, vllm_config, device: torch.device):
+        spec = vllm_config.speculative_config
+        self.vocab_size = vllm_config.model_config.get_vocab_size()
+        self.device = device
+        self.proposer = CPProposer(spec.model, device=device, dtype=vllm_config.model_config.dtype)
+        self.proposer.check_num_speculative_tokens(spec.num_speculative_tokens)
+
+    def load_model(self, target_model: torch.nn.Module) -> None:
+        embed = target_model.model.embed_tokens.weight
+        lm_head = target_model.lm_head.weight
+        if embed.shape[0] < self.vocab_size or lm_head.shape[0] < self.vocab_size:
+            raise NotImplementedError("vllm-ptp CP heads need the whole embedding and LM head on one worker; "
+                                      "tensor-parallel targets are not supported yet")
+        self.proposer.attach_target(embed, lm_head, self.vocab_size)
+
+    def propose(self, sampled_token_ids: list[list[int]], sample_hidden_states: torch.Tensor,
+                num_draft_tokens: list[int] | None, sampling_metadata, k: int):
+        """-> (draft ids per request, [] where the request has no new token; draft probs [R, k, V] or None)."""
+        rows, last_tokens, active = [], [], []
+        offset = 0
+        for i, tokens in enumerate(sampled_token_ids):
+            if tokens:
+                rows.append(offset + len(tokens) - 1)  # the hidden state that produced the last sampled token
+                last_tokens.append(tokens[-1])
+                active.append(i)
+            offset += 1 if num_draft_tokens is None else num_draft_tokens[i] + 1
+        drafts: list[list[int]] = [[] for _ in sampled_token_ids]
+        if not active or k == 0:
+            return drafts, None
+        idx = torch.tensor(active, device=self.device)
+        temperature = (torch.zeros(len(active), device=self.device) if sampling_metadata.temperature is None
+                       else sampling_metadata.temperature[idx])
+        top_k = None if sampling_metadata.top_k is None else sampling_metadata.top_k[idx]
+        top_p = None if sampling_metadata.top_p is None else sampling_metadata.top_p[idx]
+        uniforms = torch.rand(len(active), k, device=self.device)
+        for j, i in enumerate(active):
+            generator = sampling_metadata.generators.get(i)
+            if generator is not None:  # seeded requests draft reproducibly
+                uniforms[j] = torch.rand(k, generator=generator, device=generator.device)
+        ids, probs = self.proposer.propose(
+            sample_hidden_states[torch.tensor(rows, device=sample_hidden_states.device)],
+            torch.tensor(last_tokens, device=self.device), k, temperature, top_k, top_p, uniforms)
+        for j, draft in zip(active, ids.tolist()):
+            drafts[j] = draft
+        if sampling_metadata.all_greedy:
+            return drafts, None  # greedy verification never reads draft probabilities
+        all_probs = torch.zeros(len(sampled_token_ids), k, self.vocab_size, dtype=torch.float32, device=self.device)
+        all_probs[idx] = probs
+        return drafts, all_probs
