@@ -37,6 +37,12 @@ def cmd_demo(a: argparse.Namespace) -> None:
     run_demo(target=_target(a.target), draft=a.draft, prompts=a.prompts, max_tokens=a.max_tokens)
 
 
+def cmd_bench(a: argparse.Namespace) -> None:
+    from vllm_ptp.bench.compare import parse_methods, run_bench
+    run_bench(_target(a.target), parse_methods(a.methods), a.datasets, a.temperatures, a.prompts, a.max_tokens,
+              a.out, dtype=a.dtype)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="vllm-ptp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +73,18 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--prompts", type=int, default=8)
     demo.add_argument("--max-tokens", type=int, default=128)
     demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="methods side by side on held-out prompts (batch 1)")
+    bench.add_argument("--target", help="target model folder (default: the embedded SmolLM2-135M-Instruct)")
+    bench.add_argument("--methods", nargs="+", default=["none", "ngram:3"],
+                       help="none | ngram[:k] | NAME=DRAFT_DIR[:k]; put 'none' first for speed-ups")
+    bench.add_argument("--datasets", nargs="+", default=["sharegpt", "humaneval"])
+    bench.add_argument("--temperatures", nargs="+", type=float, default=[0.0, 1.0])
+    bench.add_argument("--prompts", type=int, default=8)
+    bench.add_argument("--max-tokens", type=int, default=128)
+    bench.add_argument("--dtype", default="bfloat16")
+    bench.add_argument("--out", help="write the rows as JSON here")
+    bench.set_defaults(func=cmd_bench)
 
     a = parser.parse_args(argv)
     a.func(a)

@@ -250,7 +250,6 @@ class VllmCPDrafter:
         self.vocab_size = vllm_config.model_config.get_vocab_size()
         self.device = device
         self.proposer = CPProposer(spec.model, device=device, dtype=vllm_config.model_config.dtype)
-        self.proposer.check_num_speculative_tokens(spec.num_speculative_tokens)
 
     def load_model(self, target_model: torch.nn.Module) -> None:
         embed = target_model.model.embed_tokens.weight

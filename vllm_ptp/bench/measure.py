@@ -46,7 +46,7 @@ def spec_counters(llm) -> dict:
     return counters
 
 
-def make_engine(target: str, speculative_config: dict | None = None, dtype: str = "auto", max_model_len: int = 2048,
+def make_engine(target: str, speculative_config: dict | None = None, dtype: str = "auto", max_model_len: int | None = None,
                 seed: int = 0, **kwargs):
     from vllm import LLM
     return LLM(model=str(target), dtype=dtype, max_model_len=max_model_len, seed=seed, disable_log_stats=False,

@@ -15,7 +15,6 @@ from pathlib import Path
 import torch
 
 from vllm_ptp.kernels import mixture_probs, pick, processed_probs
-from vllm_ptp.models.checkpoint import CheckpointError
 from vllm_ptp.models.cp_heads import load_cp_heads
 
 
@@ -26,16 +25,6 @@ class CPProposer:
         self.heads = load_cp_heads(self.checkpoint).to(device=device, dtype=dtype).eval()
         self.config = self.heads.config
         self.draft_vocab = self.heads.draft_vocab.to(device)
-
-    @property
-    def max_speculative_tokens(self) -> int:
-        return self.config.num_heads
-
-    def check_num_speculative_tokens(self, k: int) -> None:
-        if not 1 <= k <= self.config.num_heads:
-            raise CheckpointError(
-                f"{self.checkpoint / 'config.json'}: num_speculative_tokens={k} but field 'num_heads' is "
-                f"{self.config.num_heads}: these heads draft at most {self.config.num_heads} tokens")
 
     def attach_target(self, embed_weight: torch.Tensor, lm_head_weight: torch.Tensor, vocab_size: int) -> None:
         self.config.check_target(self.checkpoint, vocab_size, embed_weight.shape[-1], embed_weight)

@@ -53,8 +53,10 @@ def generate_teacher_data(target: str | Path, conversations: list[list[dict]], o
                   seed=seed, enforce_eager=True)
         model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32).eval()
         for i in tqdm(todo, desc="teacher shards"):
+            # No per-request seeds: vLLM 0.32's CPU bookkeeping crashes on seeded requests in chunked prefill
+            # ("CPU Generator does not use offset"); the engine seed keeps runs reproducible.
             params = [SamplingParams(temperature=temperatures[(i * SHARD_PROMPTS + j) % len(temperatures)],
-                                     max_tokens=max_new_tokens, seed=seed + i * SHARD_PROMPTS + j)
+                                     max_tokens=max_new_tokens)
                       for j in range(len(shards[i]))]
             outputs = llm.generate([{"prompt_token_ids": p} for p in shards[i]], params, use_tqdm=False)
             parts = []
