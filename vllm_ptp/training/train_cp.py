@@ -123,7 +123,8 @@ def train_cp(args: CPTrainArgs) -> Path:
     bar.close()
     final = evaluate(heads, batch(eval_idx))
     card = model_card(args, config, final, coverage, N)
-    save_checkpoint(out, config.to_json(), heads.state_dict(), card)
+    shipped = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in heads.state_dict().items()}
+    save_checkpoint(out, config.to_json(), shipped, card)
     return out
 
 
