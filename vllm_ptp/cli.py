@@ -25,7 +25,8 @@ def cmd_train_cp(a: argparse.Namespace) -> None:
     conversations = []
     for source in a.data.split(","):
         conversations += load_conversations(source, "train", a.prompts, seed=a.seed)
-    generate_teacher_data(target, conversations, teacher_dir, max_new_tokens=a.max_new_tokens, seed=a.seed)
+    generate_teacher_data(target, conversations, teacher_dir, max_new_tokens=a.max_new_tokens, seed=a.seed,
+                          device=a.device)
     train_cp(CPTrainArgs(target=target, data_dir=str(teacher_dir), out=a.out, rank=a.rank, heads=a.heads,
                          steps=a.steps, batch_size=a.batch_size, lr=a.lr, balance_weight=a.balance_weight,
                          draft_vocab_size=a.draft_vocab, seed=a.seed, device=a.device))

@@ -32,7 +32,7 @@ def examples_from_sequence(hidden: torch.Tensor, tokens: list[int], prompt_len: 
 
 def generate_teacher_data(target: str | Path, conversations: list[list[dict]], out_dir: str | Path,
                           temperatures: tuple[float, ...] = (0.0, 0.7, 1.0), max_new_tokens: int = 192,
-                          max_prompt_tokens: int = 384, seed: int = 0) -> Path:
+                          max_prompt_tokens: int = 384, seed: int = 0, device: str = "cpu") -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -51,7 +51,7 @@ def generate_teacher_data(target: str | Path, conversations: list[list[dict]], o
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
         llm = LLM(model=str(target), dtype="bfloat16", max_model_len=max_prompt_tokens + max_new_tokens + 8,
                   seed=seed, enforce_eager=True)
-        model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32).eval()
+        model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32).to(device).eval()
         for i in tqdm(todo, desc="teacher shards"):
             # No per-request seeds: vLLM 0.32's CPU bookkeeping crashes on seeded requests in chunked prefill
             # ("CPU Generator does not use offset"); the engine seed keeps runs reproducible.
@@ -63,7 +63,7 @@ def generate_teacher_data(target: str | Path, conversations: list[list[dict]], o
             for prompt, output in zip(shards[i], outputs):
                 tokens = prompt + list(output.outputs[0].token_ids)
                 with torch.inference_mode():
-                    hidden = model.model(torch.tensor([tokens])).last_hidden_state[0]
+                    hidden = model.model(torch.tensor([tokens], device=device)).last_hidden_state[0].cpu()
                 parts.append(examples_from_sequence(hidden, tokens, len(prompt)))
             shard = {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
             save_file(shard, str(out_dir / f"shard_{i:05d}.safetensors"))

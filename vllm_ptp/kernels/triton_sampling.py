@@ -1,0 +1,420 @@
+"""Triton kernels for auxiliary-variable sampling: the GPU path behind `vllm_ptp.kernels`.
+
+Semantics are those of `vllm_ptp.kernels.reference` (the oracle the tests hold these to):
+
+* `pick` - one program per row streams the logits in blocks. Pass 1 keeps the raw maximum and its first index (the
+  greedy token) and the online softmax normaliser (running max + rescaled sum) of the scaled logits, which NaN or
+  +inf logits turn into NaN: such rows (and rows without a finite logit) give token -1 / probability NaN.
+  With top-k and top-p off the only other pass is the CDF walk in token-id order, which stops at the block holding
+  the picked token: no sort, about 1.5 reads of the row.
+* top-k / top-p are cut at a threshold *value*, found exactly by a 17-ary search on the float32 bit pattern mapped to
+  an ordered integer key (-0.0 mapped to 0.0; the search ends on a representable value): each streaming pass
+  evaluates NPROBE=16 candidate thresholds at once, so at most 8 passes cover the 2^32 keys (the interpreter uses
+  more probes per pass, fewer passes; the result is the same). top-k keeps x with #{x_j > x} < k (= every x >= the
+  k-th largest, ties kept, as `torch.topk` + `<` in the reference); top-p keeps x with
+  sum_{x_j > x, kept by top-k} exp(x_j - m) < p * Z_k (= the smallest most-likely set reaching p, plus ties with its
+  least likely member, as the reference). Rows that use them cost those search passes plus one pass per normaliser.
+* `cdf_interval` runs the same code (one kernel, MODE constexpr) so its boundaries are bit-exact with the pick: the
+  walk compares cn(i) = C(i) * (1/Z) > u over tokens with nonzero probability, C the running block cumsum; the
+  interval of t is [max_{j<t, p_j>0} cn(j), cn(t)), the last nonzero token's right end is 1, and a u that rounding
+  lets walk past the end takes the last nonzero token. So pick(u) == t exactly for every float32 u in the interval.
+
+The kernels are plain functions turned into `triton.jit` objects on first use, keyed by TRITON_INTERPRET as it is
+then (so the interpreter can be switched on after triton was imported). They take no nested jit helpers, for the same
+reason.
+"""
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+NPROBE = 16
+KEY_BELOW_ALL: tl.constexpr = tl.constexpr(-(2 ** 31) - 1)  # below the ordered key of every float32
+
+# Reductions and scans go through tl.reduce / tl.associative_scan with triton's own combine functions rather than
+# tl.sum & co.: those are jit functions, which an interpreted kernel cannot call when triton was imported before
+# TRITON_INTERPRET was set, while the interpreter maps these combine functions to numpy (fast, too).
+_SUM = tl.standard._sum_combine
+_MAX = tl.standard._elementwise_max
+_MIN = tl.standard._elementwise_min
+_ARGMAX = tl.standard._argmax_combine_tie_break_left  # (value, index): the first maximum
+
+
+def _sample_kernel(logits_ptr, stride_row, temp_ptr, topk_ptr, topp_ptr, u_ptr, tok_in_ptr,
+                   tok_out_ptr, a_out_ptr, b_out_ptr, probs_ptr, probs_stride, V,
+                   HAS_TOP_K: tl.constexpr, HAS_TOP_P: tl.constexpr, MODE: tl.constexpr,
+                   WRITE_PROBS: tl.constexpr, BLOCK: tl.constexpr, SEARCH_BLOCK: tl.constexpr,
+                   NPROBE: tl.constexpr):
+    """MODE 0 (pick): u -> token (tok_out), its probability (a_out), optionally all probabilities (probs_ptr).
+    MODE 1 (interval): token (tok_in) -> left (a_out), right (b_out)."""
+    row = tl.program_id(0).to(tl.int64)
+    base = logits_ptr + row * stride_row
+    offs = tl.arange(0, BLOCK)
+    soffs = tl.arange(0, SEARCH_BLOCK)
+    jj = tl.arange(0, NPROBE).to(tl.int64)
+    temp = tl.load(temp_ptr + row).to(tl.float32)
+    greedy = temp <= 0.0
+    scale = tl.where(greedy, 1.0, temp)
+    neg_inf = float("-inf")
+
+    # Pass 1: raw max and its first index, online normaliser of the scaled logits (NaN or +inf make it NaN).
+    mraw = tl.full([], neg_inf, tl.float32)
+    amax = tl.full([], 0, tl.int32)
+    z = tl.full([], 0, tl.float32)
+    for start in range(0, V, BLOCK):
+        idx = start + offs
+        raw = tl.load(base + idx, mask=idx < V, other=neg_inf).to(tl.float32)
+        bmax, barg = tl.reduce((raw, offs), 0, _ARGMAX)
+        amax = tl.where(bmax > mraw, start + barg, amax)
+        mnew = tl.maximum(mraw, bmax)
+        ref_old = tl.math.div_rn(mraw, scale)
+        ref_new = tl.math.div_rn(mnew, scale)
+        ref_new = tl.where(ref_new == neg_inf, 0.0, ref_new)
+        x = tl.math.div_rn(raw, scale)
+        z = z * tl.exp(ref_old - ref_new) + tl.reduce(tl.exp(x - ref_new), 0, _SUM)
+        mraw = mnew
+    bad = (z != z) | (mraw == neg_inf)
+    m = tl.math.div_rn(mraw, scale)
+    mbits = m.to(tl.int32, bitcast=True)
+    mkey = tl.where(m == 0.0, 0, tl.where(mbits >= 0, mbits, mbits ^ 0x7FFFFFFF)).to(tl.int64)
+    stochastic = (greedy == 0) & (bad == 0)
+    thr = tl.full([], KEY_BELOW_ALL, tl.int64)
+
+    if HAS_TOP_K:
+        k = tl.load(topk_ptr + row).to(tl.int64)
+        if stochastic & (k > 0) & (k < V):
+            # Smallest key t with #{key_j > t} < k: every key >= t is kept.
+            lo = tl.full([], KEY_BELOW_ALL, tl.int64)
+            hi = mkey
+            bound = k.to(tl.float32)
+            while hi - lo > 1:
+                probes = lo + ((hi - lo) * (jj + 1)) // (NPROBE + 1)
+                G = tl.full([NPROBE], 0.0, tl.float32)
+                for start in range(0, V, SEARCH_BLOCK):
+                    idx = start + soffs
+                    valid = idx < V
+                    raw = tl.load(base + idx, mask=valid, other=neg_inf).to(tl.float32)
+                    x = tl.math.div_rn(raw, scale)
+                    bits = x.to(tl.int32, bitcast=True)
+                    key = tl.where(x == 0.0, 0, tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)).to(tl.int64)
+                    w = tl.where(valid, 1.0, 0.0)
+                    G += tl.reduce(tl.where(key[None, :] > probes[:, None], w[None, :], 0.0), 1, _SUM)
+                ok = G < bound
+                new_hi = tl.reduce(tl.where(ok, probes, hi), 0, _MIN)
+                new_lo = tl.reduce(tl.where(ok, lo, probes), 0, _MAX)
+                hi = new_hi
+                lo = new_lo
+            thr = hi
+            z = tl.full([], 0, tl.float32)
+            for start in range(0, V, BLOCK):
+                idx = start + offs
+                valid = idx < V
+                raw = tl.load(base + idx, mask=valid, other=neg_inf).to(tl.float32)
+                x = tl.math.div_rn(raw, scale)
+                bits = x.to(tl.int32, bitcast=True)
+                key = tl.where(x == 0.0, 0, tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)).to(tl.int64)
+                z += tl.reduce(tl.where(valid & (key >= thr), tl.exp(x - m), 0.0), 0, _SUM)
+
+    if HAS_TOP_P:
+        p = tl.load(topp_ptr + row).to(tl.float32)
+        if stochastic & (p < 1.0):
+            # Smallest key t with sum_{key_j > t, kept} exp(x_j - m) < p * Z_k.
+            lo = thr - 1
+            hi = mkey
+            bound = p * z
+            while hi - lo > 1:
+                probes = lo + ((hi - lo) * (jj + 1)) // (NPROBE + 1)
+                G = tl.full([NPROBE], 0.0, tl.float32)
+                for start in range(0, V, SEARCH_BLOCK):
+                    idx = start + soffs
+                    valid = idx < V
+                    raw = tl.load(base + idx, mask=valid, other=neg_inf).to(tl.float32)
+                    x = tl.math.div_rn(raw, scale)
+                    bits = x.to(tl.int32, bitcast=True)
+                    key = tl.where(x == 0.0, 0, tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)).to(tl.int64)
+                    w = tl.where(valid & (key >= thr), tl.exp(x - m), 0.0)
+                    G += tl.reduce(tl.where(key[None, :] > probes[:, None], w[None, :], 0.0), 1, _SUM)
+                ok = G < bound
+                new_hi = tl.reduce(tl.where(ok, probes, hi), 0, _MIN)
+                new_lo = tl.reduce(tl.where(ok, lo, probes), 0, _MAX)
+                hi = new_hi
+                lo = new_lo
+            thr = hi
+            z = tl.full([], 0, tl.float32)
+            for start in range(0, V, BLOCK):
+                idx = start + offs
+                valid = idx < V
+                raw = tl.load(base + idx, mask=valid, other=neg_inf).to(tl.float32)
+                x = tl.math.div_rn(raw, scale)
+                bits = x.to(tl.int32, bitcast=True)
+                key = tl.where(x == 0.0, 0, tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)).to(tl.int64)
+                z += tl.reduce(tl.where(valid & (key >= thr), tl.exp(x - m), 0.0), 0, _SUM)
+
+    # Greedy rows: one-hot at the first raw argmax (their logits are not read again).
+    z = tl.where(greedy, 1.0, z)
+    r = 1.0 / z
+    load_limit = tl.where(greedy, 0, V)  # (a scalar & a block mask gives int32 in the interpreter)
+    run = tl.full([], 0, tl.float32)
+    lastpos = tl.full([], -1, tl.int32)
+    start = tl.full([], 0, tl.int32)
+
+    if MODE == 0:
+        u = tl.load(u_ptr + row).to(tl.float32)
+        found = tl.full([], V, tl.int32)
+        while (start < V) & ((found == V) | WRITE_PROBS):
+            idx = start + offs
+            valid = idx < V
+            raw = tl.load(base + idx, mask=idx < load_limit, other=neg_inf).to(tl.float32)
+            x = tl.math.div_rn(raw, scale)
+            bits = x.to(tl.int32, bitcast=True)
+            key = tl.where(x == 0.0, 0, tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)).to(tl.int64)
+            e = tl.where(valid & (key >= thr), tl.exp(x - m), 0.0)
+            e = tl.where(greedy, tl.where(idx == amax, 1.0, 0.0), e)
+            cn = (run + tl.associative_scan(e, 0, _SUM)) * r
+            pos = e > 0.0
+            found = tl.minimum(found, tl.reduce(tl.where(pos & (cn > u), idx, V), 0, _MIN))
+            lastpos = tl.maximum(lastpos, tl.reduce(tl.where(pos, idx, -1), 0, _MAX))
+            if WRITE_PROBS:
+                tl.store(probs_ptr + row * probs_stride + idx, e * r, mask=valid)
+            run += tl.reduce(e, 0, _SUM)
+            start += BLOCK
+        tok = tl.where(found < V, found, lastpos)
+        # p(token), recomputed from its logit exactly as in the walk.
+        raw_t = tl.load(base + tok, mask=(tok >= 0) & (greedy == 0), other=neg_inf).to(tl.float32)
+        x_t = tl.math.div_rn(raw_t, scale)
+        bits_t = x_t.to(tl.int32, bitcast=True)
+        key_t = tl.where(x_t == 0.0, 0, tl.where(bits_t >= 0, bits_t, bits_t ^ 0x7FFFFFFF)).to(tl.int64)
+        prob = tl.where(greedy, 1.0, tl.where(key_t >= thr, tl.exp(x_t - m), 0.0) * r)
+        tok = tl.where(bad, -1, tok)
+        prob = tl.where(bad, float("nan"), prob)
+        tl.store(tok_out_ptr + row, tok.to(tl.int64))
+        tl.store(a_out_ptr + row, prob)
+    else:
+        t = tl.load(tok_in_ptr + row).to(tl.int32)
+        left = tl.full([], 0, tl.float32)
+        cn_t = tl.full([], 0, tl.float32)
+        # Stop once a nonzero token beyond t was seen: t is then not the last one, and all j <= t are done.
+        while (start < V) & (lastpos <= t):
+            idx = start + offs
+            valid = idx < V
+            raw = tl.load(base + idx, mask=idx < load_limit, other=neg_inf).to(tl.float32)
+            x = tl.math.div_rn(raw, scale)
+            bits = x.to(tl.int32, bitcast=True)
+            key = tl.where(x == 0.0, 0, tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)).to(tl.int64)
+            e = tl.where(valid & (key >= thr), tl.exp(x - m), 0.0)
+            e = tl.where(greedy, tl.where(idx == amax, 1.0, 0.0), e)
+            cn = (run + tl.associative_scan(e, 0, _SUM)) * r
+            pos = e > 0.0
+            left = tl.maximum(left, tl.reduce(tl.where(pos & (idx < t), cn, 0.0), 0, _MAX))
+            cn_t += tl.reduce(tl.where(idx == t, cn, 0.0), 0, _SUM)
+            lastpos = tl.maximum(lastpos, tl.reduce(tl.where(pos, idx, -1), 0, _MAX))
+            run += tl.reduce(e, 0, _SUM)
+            start += BLOCK
+        raw_t = tl.load(base + t, mask=(greedy == 0) & (t >= 0) & (t < V), other=neg_inf).to(tl.float32)
+        x_t = tl.math.div_rn(raw_t, scale)
+        bits_t = x_t.to(tl.int32, bitcast=True)
+        key_t = tl.where(x_t == 0.0, 0, tl.where(bits_t >= 0, bits_t, bits_t ^ 0x7FFFFFFF)).to(tl.int64)
+        positive = tl.where(greedy, t == amax, (key_t >= thr) & (tl.exp(x_t - m) > 0.0))
+        left = tl.minimum(left, 1.0)
+        right = tl.where(t == lastpos, 1.0, tl.minimum(cn_t, 1.0))
+        right = tl.where(positive, tl.maximum(right, left), left)
+        beyond = (positive == 0) & (t > lastpos)
+        left = tl.where(beyond, 1.0, left)
+        right = tl.where(beyond, 1.0, right)
+        left = tl.where(bad, float("nan"), left)
+        right = tl.where(bad, float("nan"), right)
+        tl.store(a_out_ptr + row, left)
+        tl.store(b_out_ptr + row, right)
+
+
+def _cp_kernel(logw_ptr, logw_s0, logw_s1, comp_ptr, comp_s0, comp_s1, comp_s2, tok_ptr,
+               next_ptr, next_s0, next_s1, next_s2, out_logw_ptr, q_ptr, q_stride, R, V,
+               UPDATE: tl.constexpr, R_PAD: tl.constexpr, BLOCK: tl.constexpr):
+    """Grid (N, cdiv(V, BLOCK)). UPDATE: log w + log P_a(token) (written by the first V-block), then
+    q[v] = sum_a softmax(log w)_a * exp(next[a, v]) for this program's block of v."""
+    row = tl.program_id(0).to(tl.int64)
+    vb = tl.program_id(1)
+    a = tl.arange(0, R_PAD)
+    amask = a < R
+    lw = tl.load(logw_ptr + row * logw_s0 + a * logw_s1, mask=amask, other=float("-inf")).to(tl.float32)
+    if UPDATE:
+        t = tl.load(tok_ptr + row).to(tl.int64)
+        lp = tl.load(comp_ptr + row * comp_s0 + a * comp_s1 + t * comp_s2, mask=amask, other=0.0).to(tl.float32)
+        lw = lw + lp
+        if vb == 0:
+            tl.store(out_logw_ptr + row * R + a, lw, mask=amask)
+    mx = tl.reduce(lw, 0, _MAX)
+    w = tl.exp(lw - mx)
+    w = w / tl.reduce(w, 0, _SUM)
+    offs = vb * BLOCK + tl.arange(0, BLOCK)
+    vmask = offs < V
+    lp_next = tl.load(next_ptr + row * next_s0 + a[:, None] * next_s1 + offs[None, :] * next_s2,
+                      mask=amask[:, None] & vmask[None, :], other=float("-inf")).to(tl.float32)
+    q = tl.reduce(w[:, None] * tl.exp(lp_next), 0, _SUM)
+    tl.store(q_ptr + row * q_stride + offs, q, mask=vmask)
+
+
+def _u_features_kernel(u_ptr, out_ptr, n, KIND: tl.constexpr, NF: tl.constexpr, BLOCK: tl.constexpr):
+    """out[i, j] = bit j of float32 u[i] (KIND 0) or cos((j + 1) pi u[i]) (KIND 1)."""
+    rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    rmask = rows < n
+    u = tl.load(u_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
+    j = tl.arange(0, NF)
+    if KIND == 0:
+        bits = u.to(tl.int32, bitcast=True)
+        f = ((bits[:, None] >> j[None, :]) & 1).to(tl.float32)
+    else:
+        kpi = (j + 1).to(tl.float32) * 3.141592653589793
+        f = tl.cos(kpi[None, :] * u[:, None])
+    tl.store(out_ptr + rows[:, None].to(tl.int64) * NF + j[None, :], f, mask=rmask[:, None])
+
+
+_JITTED: dict = {}
+
+
+def interpreting() -> bool:
+    return bool(triton.knobs.runtime.interpret)
+
+
+def _jit(fn):
+    key = (fn.__name__, interpreting())
+    if key not in _JITTED:
+        _JITTED[key] = triton.jit(fn)
+    return _JITTED[key]
+
+
+def _next_pow2(n: int) -> int:
+    return 1 << max(int(n) - 1, 0).bit_length()
+
+
+def launch_config(V: int, device: torch.device, block: int | None = None, search_block: int | None = None) -> dict:
+    """Block sizes of the sampling kernel. pick and cdf_interval must use the same ones (their bits agree then)."""
+    if interpreting() or device.type != "cuda":
+        # The interpreter's cost is per op, not per element: few large blocks, many probes (fewer search passes).
+        block = block or min(32768, max(16, _next_pow2(V)))
+        search_block = search_block or block
+        return {"BLOCK": block, "SEARCH_BLOCK": search_block,
+                "NPROBE": max(16, min(256, (1 << 20) // search_block)), "num_warps": 4}
+    block = block or min(2048, max(128, _next_pow2(V)))
+    search_block = search_block or min(block, 512)
+    return {"BLOCK": block, "SEARCH_BLOCK": search_block, "NPROBE": NPROBE, "num_warps": 8 if block >= 2048 else 4}
+
+
+def _require_launchable(device: torch.device) -> None:
+    if device.type != "cuda" and not interpreting():
+        raise RuntimeError(f"the Triton kernels need CUDA tensors (got {device.type}); set TRITON_INTERPRET=1 to run "
+                           "them in Triton's CPU interpreter, or use vllm_ptp.kernels, which falls back to torch")
+
+
+def _sample(logits, temperature, top_k, top_p, u, tokens, mode, write_probs, block=None, search_block=None):
+    N, V = logits.shape
+    dev = logits.device
+    _require_launchable(dev)
+    if logits.stride(-1) != 1:
+        logits = logits.contiguous()
+    temperature = temperature.to(device=dev, dtype=torch.float32).contiguous()
+    cfg = launch_config(V, dev, block, search_block)
+    dummy_f = temperature
+    topk_t = top_k.to(device=dev, dtype=torch.int64).contiguous() if top_k is not None else dummy_f
+    topp_t = top_p.to(device=dev, dtype=torch.float32).contiguous() if top_p is not None else dummy_f
+    a_out = torch.empty(N, device=dev, dtype=torch.float32)
+    if mode == 0:
+        u_t = u.to(device=dev, dtype=torch.float32).contiguous()
+        tok_in = torch.empty(1, device=dev, dtype=torch.int64)
+        tok_out = torch.empty(N, device=dev, dtype=torch.int64)
+        b_out = a_out
+    else:
+        u_t = dummy_f
+        tok_in = tokens.to(device=dev, dtype=torch.int64).contiguous()
+        tok_out = tok_in
+        b_out = torch.empty(N, device=dev, dtype=torch.float32)
+    probs = torch.empty(N, V, device=dev, dtype=torch.float32) if write_probs else a_out
+    if N > 0:
+        _jit(_sample_kernel)[(N,)](
+            logits, logits.stride(0), temperature, topk_t, topp_t, u_t, tok_in,
+            tok_out, a_out, b_out, probs, V if write_probs else 0, V,
+            HAS_TOP_K=top_k is not None, HAS_TOP_P=top_p is not None, MODE=mode, WRITE_PROBS=write_probs,
+            BLOCK=cfg["BLOCK"], SEARCH_BLOCK=cfg["SEARCH_BLOCK"], NPROBE=cfg["NPROBE"], num_warps=cfg["num_warps"],
+            enable_fp_fusion=False)
+    if mode == 0:
+        return (tok_out, a_out, probs) if write_probs else (tok_out, a_out)
+    return a_out, b_out
+
+
+def pick(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None,
+         u: torch.Tensor, return_probs: bool = False, *, block: int | None = None,
+         search_block: int | None = None):
+    """logits [N, V] (fp32/bf16/fp16), temperature [N] (<= 0: greedy), top_k [N] int (<= 0 or >= V: off) or None,
+    top_p [N] (>= 1: off) or None, u [N] in [0, 1) -> (token ids [N] int64, p(token) [N] float32[, probs [N, V]
+    float32 with return_probs]). No input checks here (see vllm_ptp.kernels); a row with NaN/+inf logits or no finite
+    logit gives token -1 and probability NaN. block/search_block override the launch config (tests)."""
+    return _sample(logits, temperature, top_k, top_p, u, None, 0, return_probs, block, search_block)
+
+
+def cdf_interval(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor | None,
+                 top_p: torch.Tensor | None, tokens: torch.Tensor, *, block: int | None = None,
+                 search_block: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Same inputs as pick with token ids [N] instead of u -> (left, right) float32 [N]: pick(u) == token for every
+    float32 u in [left, right) (same launch config); right - left = p(token) up to rounding. Bad rows give NaN."""
+    return _sample(logits, temperature, top_k, top_p, None, tokens, 1, False, block, search_block)
+
+
+def _cp_block(V: int, device: torch.device, r_pad: int) -> tuple[int, int]:
+    if interpreting() or device.type != "cuda":
+        return min(8192, max(16, _next_pow2(V))), 4
+    return max(128, min(1024, 8192 // r_pad, _next_pow2(V))), 4
+
+
+def cp_posterior(log_weights: torch.Tensor, component_log_probs: torch.Tensor | None, tokens: torch.Tensor | None,
+                 next_component_log_probs: torch.Tensor | None):
+    """log_weights [N, r]; component_log_probs [N, r, V_prev] and tokens [N] (or both None: no update);
+    next_component_log_probs [N, r, V] or None -> (updated log-weights [N, r] float32, q [N, V] float32 or None)."""
+    N, R = log_weights.shape
+    dev = log_weights.device
+    update = tokens is not None
+    lw = log_weights
+    if not update and next_component_log_probs is None:
+        return log_weights.float(), None
+    if next_component_log_probs is None:
+        # Only the update: gather r log-probs per row, nothing to stream.
+        comp = component_log_probs
+        idx = tokens.long()[:, None, None].expand(N, R, 1)
+        return lw.float() + comp.gather(-1, idx).squeeze(-1).float(), None
+    nxt = next_component_log_probs
+    V = nxt.shape[-1]
+    _require_launchable(dev)
+    r_pad = max(2, _next_pow2(R))
+    block, warps = _cp_block(V, dev, r_pad)
+    q = torch.empty(N, V, device=dev, dtype=torch.float32)
+    out_lw = torch.empty(N, R, device=dev, dtype=torch.float32)
+    comp = component_log_probs if update else nxt
+    tok = tokens.to(device=dev, dtype=torch.int64).contiguous() if update else out_lw
+    if N > 0:
+        _jit(_cp_kernel)[(N, triton.cdiv(V, block))](
+            lw, lw.stride(0), lw.stride(1), comp, comp.stride(0), comp.stride(1), comp.stride(2), tok,
+            nxt, nxt.stride(0), nxt.stride(1), nxt.stride(2), out_lw, q, V, R, V,
+            UPDATE=update, R_PAD=r_pad, BLOCK=block, num_warps=warps)
+    return (out_lw if update else lw.float()), q
+
+
+def mixture_probs(log_weights: torch.Tensor, component_log_probs: torch.Tensor) -> torch.Tensor:
+    """sum_a softmax(log_weights)_a * exp(component_log_probs_a): cp_posterior without the update."""
+    return cp_posterior(log_weights, None, None, component_log_probs)[1]
+
+
+def u_features(u: torch.Tensor, kind: str = "binary", n: int = 32) -> torch.Tensor:
+    """u [...] -> [..., n] float32: the 32 bits of float32 u (least significant first) or cos(k pi u), k = 1..n."""
+    if kind not in ("binary", "quarter_cos"):
+        raise ValueError(f"unknown u feature kind {kind!r}: use 'binary' or 'quarter_cos'")
+    if kind == "binary" and n != 32:
+        raise ValueError("binary u features have exactly 32 bits")
+    _require_launchable(u.device)
+    flat = u.reshape(-1).to(torch.float32).contiguous()
+    nf = _next_pow2(n)
+    out = torch.empty(flat.numel(), nf, device=u.device, dtype=torch.float32)
+    block = 64
+    if flat.numel():
+        _jit(_u_features_kernel)[(triton.cdiv(flat.numel(), block),)](
+            flat, out, flat.numel(), KIND=0 if kind == "binary" else 1, NF=nf, BLOCK=block)
+    return out[:, :n].reshape(*u.shape, n)
