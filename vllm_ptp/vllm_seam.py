@@ -13,7 +13,8 @@ How a "cp" draft is wired into vLLM's V1 model runner:
 - After each step, like vLLM's Medusa branch, the drafter gets the target's final hidden state that produced each
   request's last sampled token, plus that token; it returns k draft ids per request and stores the draft
   distributions where vLLM's rejection sampler picks them up next step (`_draft_probs`, as for EAGLE's
-  probabilistic drafting). The rejection sampler itself is untouched.
+  probabilistic drafting). The rejection sampling algorithm is vLLM's; two vLLM 0.32 CPU bugs in its helpers are
+  fixed while our method is served (see the section near the end).
 """
 from __future__ import annotations
 
@@ -66,26 +67,18 @@ def install() -> None:
     _replace(GPUModelRunner, "__init__", replacement_for_GPUModelRunner___init__)
     _replace(GPUModelRunner, "propose_draft_token_ids", replacement_for_GPUModelRunner_propose_draft_token_ids)
     from vllm.v1.sample import rejection_sampler
-    _replace_function(rejection_sampler, "apply_sampling_constraints",
-                      replacement_for_rejection_sampler_apply_sampling_constraints)
-    _replace_function(rejection_sampler, "expand_batch_to_tokens",
-                      replacement_for_rejection_sampler_expand_batch_to_tokens)
+    _replace(rejection_sampler, "apply_sampling_constraints",
+             replacement_for_rejection_sampler_apply_sampling_constraints)
+    _replace(rejection_sampler, "expand_batch_to_tokens", replacement_for_rejection_sampler_expand_batch_to_tokens)
 
 
-def _replace(owner: type, name: str, replacement) -> None:
-    key = f"{owner.__qualname__}.{name}"
+def _replace(owner, name: str, replacement) -> None:
+    """Swap `owner.name` (owner: a class, or a module for its functions) and keep the original."""
+    key = f"{getattr(owner, '__qualname__', owner.__name__.rsplit('.', 1)[-1])}.{name}"
     if key in _originals:
         raise RuntimeError(f"vllm_ptp: {key} would be patched twice")
     _originals[key] = owner.__dict__[name]
     setattr(owner, name, replacement)
-
-
-def _replace_function(module, name: str, replacement) -> None:
-    key = f"{module.__name__.rsplit('.', 1)[-1]}.{name}"
-    if key in _originals:
-        raise RuntimeError(f"vllm_ptp: {key} would be patched twice")
-    _originals[key] = getattr(module, name)
-    setattr(module, name, replacement)
 
 
 def _original(owner_name: str, name: str):
