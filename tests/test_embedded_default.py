@@ -32,4 +32,5 @@ def test_shipped_heads_greedy_identical_on_smollm2(smollm2, chat_prompts, plain,
     spec = generate(smollm2, chat_prompts, greedy(), {"model": str(SHIPPED / draft)}, max_model_len=2048)
     assert len(chat_prompts) == 16
     assert spec.outputs == plain.outputs
-    assert spec.acceptance_length > 1.3, "the shipped heads barely get accepted on chat"
+    # A wiring check, not a speed target (that is the benchmark): random heads stay at 1.0.
+    assert spec.acceptance_length > 1.15, "the shipped heads are (almost) never accepted: miswired?"

@@ -79,10 +79,10 @@ def train_cp(args: CPTrainArgs) -> Path:
     heads.to(device)
     heads.attach_target(embed.to(device), lm_head.to(device))
 
+    # Held out: the last positions, i.e. whole sequences (a random split of positions would leak their neighbours).
     N = labels.shape[0]
-    order = torch.randperm(N, generator=torch.Generator().manual_seed(args.seed))
     n_eval = max(1, int(N * args.eval_fraction))
-    eval_idx, train_idx = order[:n_eval], order[n_eval:]
+    train_idx, eval_idx = torch.arange(N - n_eval), torch.arange(N - n_eval, N)
     trainable = [p for p in heads.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.0)
     schedule = torch.optim.lr_scheduler.LambdaLR(
