@@ -77,4 +77,5 @@ def train_tiny_cp(target: Path, work: Path, rank: int = 4, heads: int = 3, steps
     prompts = [[{"role": "user", "content": line}] for line in stdlib_text(20_000).splitlines()[:600:10]]
     generate_teacher_data(target, prompts, work / "teacher", max_new_tokens=48)
     return train_cp(CPTrainArgs(target=str(target), data_dir=str(work / "teacher"), out=str(work / "cp"), rank=rank,
-                                heads=heads, steps=steps, batch_size=32, adapter_dim=16, save_every=100))
+                                heads=heads, steps=steps, batch_size=32, adapter_dim=16, save_every=100,
+                                eval_fraction=0.1))

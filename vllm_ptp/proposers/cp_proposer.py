@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from vllm_ptp.kernels import mixture_probs, pick, processed_probs
+from vllm_ptp.kernels import cp_posterior, mixture_probs, pick_from_logits
 from vllm_ptp.models.cp_heads import load_cp_heads
 
 
@@ -43,16 +43,16 @@ class CPProposer:
         greedy = temperature <= 0
         scale = torch.where(greedy, 1.0, temperature.float())[:, None, None, None]
         comp_log_probs = (logits[:, :k] / scale).log_softmax(-1)  # [B, k, r, V_draft]
-        log_post = log_w
         draft_ids = torch.empty(B, k, dtype=torch.long, device=hidden.device)
         draft_probs = torch.zeros(B, k, self.config.vocab_size, dtype=torch.float32, device=hidden.device)
-        # q_s already carries the temperature; processed_probs only needs to know greedy rows and top-k/top-p.
+        # q_s already carries the temperature; the pick only needs to know greedy rows and top-k/top-p.
         row_temperature = torch.where(greedy, 0.0, 1.0)
+        log_post, q = log_w, mixture_probs(log_w, comp_log_probs[:, 0])
         for s in range(k):
-            q = mixture_probs(log_post, comp_log_probs[:, s])
-            q = processed_probs(q.clamp_min(1e-30).log(), row_temperature, top_k, top_p)
-            x = pick(uniforms[:, s], q)
+            x, _, q = pick_from_logits(q.clamp_min(1e-30).log(), row_temperature, top_k, top_p, uniforms[:, s],
+                                       return_probs=True, check=False)
             draft_ids[:, s] = self.draft_vocab[x]
             draft_probs[:, s, self.draft_vocab] = q
-            log_post = log_post + comp_log_probs[:, s].gather(-1, x[:, None, None].expand(B, log_w.shape[1], 1))[..., 0]
+            following = comp_log_probs[:, s + 1] if s + 1 < k else None
+            log_post, q = cp_posterior(log_post, comp_log_probs[:, s], x, following, check=False)
         return draft_ids, draft_probs
