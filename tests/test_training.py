@@ -27,3 +27,16 @@ def test_training_resumes_where_it_stopped(tiny_target, tiny_cp, tmp_path):
                          heads=3, steps=steps_done + 20, batch_size=32, adapter_dim=16, save_every=10))
     new_records = read_log(folder)[len(read_log(tiny_cp)):]
     assert [r["step"] for r in new_records] == [steps_done + 10, steps_done + 20]
+
+
+def test_train_cli_on_a_jsonl_prompt_file(tiny_target, tmp_path):
+    from vllm_ptp.cli import main
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"prompt": f"Write a function number {i} that parses json"}) + "\n"
+                               for i in range(12)))
+    out = tmp_path / "heads"
+    main(["train", "cp", "--target", str(tiny_target), "--data", str(prompts), "--out", str(out), "--rank", "2",
+          "--heads", "2", "--steps", "20", "--batch-size", "16", "--max-new-tokens", "24", "--draft-vocab", "128"])
+    heads = load_cp_heads(out)
+    assert (heads.config.rank, heads.config.num_heads, heads.config.draft_vocab_size) == (2, 2, 128)
+    assert f"--data {prompts}" in (out / "README.md").read_text()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shlex
 import sys
 
 
@@ -29,7 +30,7 @@ def cmd_train_cp(a: argparse.Namespace) -> None:
                           device=a.device)
     train_cp(CPTrainArgs(target=target, data_dir=str(teacher_dir), out=a.out, rank=a.rank, heads=a.heads,
                          steps=a.steps, batch_size=a.batch_size, lr=a.lr, balance_weight=a.balance_weight,
-                         draft_vocab_size=a.draft_vocab, seed=a.seed, device=a.device))
+                         draft_vocab_size=a.draft_vocab, seed=a.seed, device=a.device, command=a.command_line))
     print(f"checkpoint written to {a.out}")
 
 
@@ -87,7 +88,9 @@ def main(argv: list[str] | None = None) -> None:
     bench.add_argument("--out", help="write the rows as JSON here")
     bench.set_defaults(func=cmd_bench)
 
+    argv = sys.argv[1:] if argv is None else argv
     a = parser.parse_args(argv)
+    a.command_line = "vllm-ptp " + shlex.join(argv)
     a.func(a)
 
 

@@ -3,8 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import shlex
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -37,6 +35,7 @@ class CPTrainArgs:
     eval_fraction: float = 0.02
     save_every: int = 200
     device: str = "cpu"
+    command: str = "(python API)"  # recorded in the model card
 
 
 def load_target_head(target: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
@@ -176,7 +175,6 @@ def resume(out: Path, heads: CPHeads, optimizer, schedule) -> int:
 
 
 def model_card(args: CPTrainArgs, config: CPConfig, final: dict, coverage: float, examples: int) -> str:
-    command = "vllm-ptp " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv[1:] else "(python API)"
     return f"""# CP-decomposition heads (rank {config.rank}, {config.num_heads} heads)
 
 Draft for `{config.verifier.get('name_or_path')}` served by vLLM with vllm-ptp:
@@ -190,5 +188,5 @@ Draft for `{config.verifier.get('name_or_path')}` served by vLLM with vllm-ptp:
 - Held-out: NLL per token {final['eval_nll_per_token']}, top-1 accuracy of each head's marginal
   {final['eval_top1_marginal']}.
 
-Command: `{command}`
+Command: `{args.command}`
 """
