@@ -102,8 +102,9 @@ def _extend_speculative_method_literal(config_cls, vllm_methods) -> None:
 def replacement_for_SpeculativeConfig___post_init__(self):
     original = _original("SpeculativeConfig", "__post_init__")
     method = self.method
-    if method is None and self.model is not None and speculators_type(self.model) in OUR_METHODS:
-        method = speculators_type(self.model)
+    if method is None and self.model is not None:
+        detected = speculators_type(self.model)
+        method = detected if detected in OUR_METHODS else None
     if method not in OUR_METHODS:
         return original(self)
     self.method = method
