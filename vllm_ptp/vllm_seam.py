@@ -279,11 +279,12 @@ class VllmCPDrafter:
                 uniforms[j] = torch.rand(k, generator=generator, device=generator.device)
         ids, probs = self.proposer.propose(
             sample_hidden_states[torch.tensor(rows, device=sample_hidden_states.device)],
-            torch.tensor(last_tokens, device=self.device), k, temperature, top_k, top_p, uniforms)
+            torch.tensor(last_tokens, device=self.device), k, temperature, top_k, top_p, uniforms,
+            return_probs=not sampling_metadata.all_greedy)  # greedy verification never reads draft probabilities
         for j, draft in zip(active, ids.tolist()):
             drafts[j] = draft
-        if sampling_metadata.all_greedy:
-            return drafts, None  # greedy verification never reads draft probabilities
+        if probs is None:
+            return drafts, None
         all_probs = torch.zeros(len(sampled_token_ids), k, self.vocab_size, dtype=torch.float32, device=self.device)
         all_probs[idx] = probs
         return drafts, all_probs

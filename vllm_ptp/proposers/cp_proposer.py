@@ -33,10 +33,11 @@ class CPProposer:
     @torch.inference_mode()
     def propose(self, hidden: torch.Tensor, last_token: torch.Tensor, k: int, temperature: torch.Tensor,
                 top_k: torch.Tensor | None, top_p: torch.Tensor | None,
-                uniforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                uniforms: torch.Tensor, return_probs: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """hidden [B, H], last_token [B], temperature [B] (0 = greedy), top_k/top_p [B] or None, uniforms [B, k].
 
-        Returns draft token ids [B, k] (target ids) and draft probabilities [B, k, V_target] (float32).
+        Returns draft token ids [B, k] (target ids) and, with return_probs, draft probabilities [B, k, V_target]
+        (float32; an all-greedy batch does not need them).
         """
         B = hidden.shape[0]
         log_w, logits = self.heads(hidden, last_token)
@@ -44,7 +45,8 @@ class CPProposer:
         scale = torch.where(greedy, 1.0, temperature.float())[:, None, None, None]
         comp_log_probs = (logits[:, :k] / scale).log_softmax(-1)  # [B, k, r, V_draft]
         draft_ids = torch.empty(B, k, dtype=torch.long, device=hidden.device)
-        draft_probs = torch.zeros(B, k, self.config.vocab_size, dtype=torch.float32, device=hidden.device)
+        draft_probs = (torch.zeros(B, k, self.config.vocab_size, dtype=torch.float32, device=hidden.device)
+                       if return_probs else None)
         # q_s already carries the temperature; the pick only needs to know greedy rows and top-k/top-p.
         row_temperature = torch.where(greedy, 0.0, 1.0)
         log_post, q = log_w, mixture_probs(log_w, comp_log_probs[:, 0])
@@ -52,7 +54,8 @@ class CPProposer:
             x, _, q = pick_from_logits(q.clamp_min(1e-30).log(), row_temperature, top_k, top_p, uniforms[:, s],
                                        return_probs=True, check=False)
             draft_ids[:, s] = self.draft_vocab[x]
-            draft_probs[:, s, self.draft_vocab] = q
+            if return_probs:
+                draft_probs[:, s, self.draft_vocab] = q
             following = comp_log_probs[:, s + 1] if s + 1 < k else None
             log_post, q = cp_posterior(log_post, comp_log_probs[:, s], x, following, check=False)
         return draft_ids, draft_probs
