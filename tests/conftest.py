@@ -14,7 +14,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 import pytest  # noqa: E402
 
-from tiny_models import build_tiny_target, train_tiny_cp  # noqa: E402
+from tiny_models import build_tiny_target, train_tiny_cp, train_tiny_ptp  # noqa: E402
 
 
 @pytest.fixture(scope="session")
@@ -26,3 +26,9 @@ def tiny_target(tmp_path_factory):
 def tiny_cp(tiny_target, tmp_path_factory):
     """CP heads (rank 4, 3 heads) distilled from the tiny target for a few hundred steps: they do get accepted."""
     return train_tiny_cp(tiny_target, tmp_path_factory.mktemp("tiny_cp"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ptp(tiny_target, tmp_path_factory):
+    """A PTP draft (4 slots, quarter_cos u-embedding) distilled from the tiny target for a few hundred steps."""
+    return train_tiny_ptp(tiny_target, tmp_path_factory.mktemp("tiny_ptp"))

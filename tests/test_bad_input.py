@@ -76,13 +76,14 @@ def test_more_speculative_tokens_than_heads(tiny_target, tiny_cp):
         start(tiny_target, {"method": "cp", "model": str(tiny_cp), "num_speculative_tokens": 5})
 
 
-def test_pickle_weights_are_refused(tiny_target, tiny_cp, tmp_path):
+@pytest.mark.parametrize("draft", ["tiny_cp", "tiny_ptp"])
+def test_pickle_weights_are_refused(tiny_target, draft, request, tmp_path):
     def to_pickle(folder):
         torch.save(load_file(str(folder / "model.safetensors")), folder / "pytorch_model.bin")
         (folder / "model.safetensors").unlink()
-    folder = broken_copy(tiny_cp, tmp_path, to_pickle)
+    folder = draft_copy(request.getfixturevalue(draft), tmp_path, to_pickle)
     with pytest.raises(CheckpointError, match=r"pickle weights \['pytorch_model.bin'\]"):
-        start(tiny_target, {"method": "cp", "model": str(folder)})
+        start(tiny_target, {"model": str(folder)})
 
 
 def test_truncated_weights(tiny_target, tiny_cp, tmp_path):
@@ -117,9 +118,53 @@ def test_heads_trained_for_another_target(tiny_target, tiny_cp, tmp_path):
         start(tiny_target, {"method": "cp", "model": str(folder)})
 
 
-def test_ptp_is_reserved_with_a_clear_error(tiny_target, tiny_cp):
-    with pytest.raises(CheckpointError, match=r"method 'ptp' is reserved"):
+def test_cp_checkpoint_given_as_ptp(tiny_target, tiny_cp):
+    with pytest.raises(CheckpointError, match=r"'speculators_model_type' is 'cp' but speculative_config.method is 'ptp'"):
         start(tiny_target, {"method": "ptp", "model": str(tiny_cp)})
+
+
+def draft_copy(draft, tmp_path, edit):
+    folder = tmp_path / "draft"
+    shutil.copytree(draft, folder, ignore=shutil.ignore_patterns("training_state"))
+    edit(folder)
+    return folder
+
+
+def edit_ptp_config(section, **changes):
+    def edit(folder):
+        config = json.loads((folder / "config.json").read_text())
+        (config[section] if section else config).update(changes)
+        (folder / "config.json").write_text(json.dumps(config))
+    return edit
+
+
+@pytest.mark.parametrize("section, change, message", [
+    ("transformer_layer_config", {"vocab_size": 999},
+     r"'transformer_layer_config.vocab_size' is 999 but the target model's vocab size is 384"),
+    (None, {"target_hidden_size": 64}, r"'target_hidden_size' is 64 but the target model's hidden size is 128"),
+    (None, {"eagle_aux_hidden_state_layer_ids": [0, 7]}, r"is \[0, 7\] but the target has 2 layers"),
+    ("ptp", {"u_embedding": "sawtooth"}, r"'ptp.u_embedding' is 'sawtooth'"),
+])
+def test_ptp_draft_for_another_target_or_malformed(tiny_target, tiny_ptp, tmp_path, section, change, message):
+    folder = draft_copy(tiny_ptp, tmp_path, edit_ptp_config(section, **change))
+    with pytest.raises(CheckpointError, match=message):
+        start(tiny_target, {"model": str(folder)})
+
+
+def test_ptp_more_speculative_tokens_than_slots(tiny_target, tiny_ptp):
+    with pytest.raises(CheckpointError, match=r"num_speculative_tokens=5 but field 'ptp.num_slots' is 4"):
+        start(tiny_target, {"model": str(tiny_ptp), "num_speculative_tokens": 5})
+
+
+def test_ptp_draft_trained_for_another_target(tiny_target, tiny_ptp, tmp_path):
+    def edit(folder):
+        config = json.loads((folder / "config.json").read_text())
+        verifier = config["speculators_config"]["verifier"]
+        verifier["embedding_fingerprint"] = [x + 1.0 for x in verifier["embedding_fingerprint"]]
+        (folder / "config.json").write_text(json.dumps(config))
+    folder = draft_copy(tiny_ptp, tmp_path, edit)
+    with pytest.raises(Exception, match=r"embedding_fingerprint' does not match the target's embedding"):
+        start(tiny_target, {"model": str(folder)})
 
 
 def test_unsupported_vllm_version():

@@ -22,7 +22,7 @@ def test_training_resumes_where_it_stopped(tiny_target, tiny_cp, tmp_path):
     import shutil
     folder = tmp_path / "cp"
     shutil.copytree(tiny_cp, folder)
-    steps_done = json.loads((folder / "train_state.json").read_text())["step"]
+    steps_done = json.loads((folder / "training_state" / "train_state.json").read_text())["step"]
     train_cp(CPTrainArgs(target=str(tiny_target), data_dir=str(tiny_cp.parent / "teacher"), out=str(folder), rank=4,
                          heads=3, steps=steps_done + 20, batch_size=32, adapter_dim=16, save_every=10))
     new_records = read_log(folder)[len(read_log(tiny_cp)):]

@@ -9,7 +9,8 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from vllm_ptp.models.checkpoint import save_checkpoint
-from vllm_ptp.models.cp_config import CPConfig, embedding_fingerprint
+from vllm_ptp.models.checkpoint import embedding_fingerprint
+from vllm_ptp.models.cp_config import CPConfig
 from vllm_ptp.models.cp_heads import CPHeads
 
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
@@ -79,3 +80,16 @@ def train_tiny_cp(target: Path, work: Path, rank: int = 4, heads: int = 3, steps
     return train_cp(CPTrainArgs(target=str(target), data_dir=str(work / "teacher"), out=str(work / "cp"), rank=rank,
                                 heads=heads, steps=steps, batch_size=32, adapter_dim=16, save_every=100,
                                 eval_fraction=0.1))
+
+
+def train_tiny_ptp(target: Path, work: Path, slots: int = 4, steps: int = 200, u_embedding: str = "quarter_cos",
+                   teacher: Path | None = None) -> Path:
+    """A PTP draft distilled from the tiny target (teacher states shared between drafts through `teacher`)."""
+    from vllm_ptp.training.ptp_data import generate_ptp_teacher_data
+    from vllm_ptp.training.train_ptp import PTPTrainArgs, train_ptp
+    teacher = teacher or work / "teacher"
+    prompts = [[{"role": "user", "content": line}] for line in stdlib_text(60_000).splitlines()[:2400:12]]
+    generate_ptp_teacher_data(target, prompts, teacher, aux_layers=[0, 1], max_new_tokens=48)
+    return train_ptp(PTPTrainArgs(target=str(target), data_dir=str(teacher), out=str(work / "ptp"), slots=slots,
+                                  u_embedding=u_embedding, steps=steps, batch_size=8, window=64, anchors=16,
+                                  lr=3e-3, draft_vocab_size=256, save_every=100, eval_fraction=0.1))

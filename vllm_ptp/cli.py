@@ -14,24 +14,53 @@ def _target(path: str | None) -> str:
     return str(default_target_dir())
 
 
-def cmd_train_cp(a: argparse.Namespace) -> None:
+def _training_inputs(a: argparse.Namespace):
+    """(target folder, teacher cache folder, training conversations) from the shared train options."""
     from pathlib import Path
 
     from vllm_ptp.training.data import load_conversations
-    from vllm_ptp.training.teacher import generate_teacher_data
-    from vllm_ptp.training.train_cp import CPTrainArgs, train_cp
-
-    target = _target(a.target)
-    teacher_dir = Path(a.teacher_dir or Path(a.out) / "teacher")
     conversations = []
     for source in a.data.split(","):
         conversations += load_conversations(source, "train", a.prompts, seed=a.seed)
+    return _target(a.target), Path(a.teacher_dir or Path(a.out) / "teacher"), conversations
+
+
+def cmd_train_cp(a: argparse.Namespace) -> None:
+    from vllm_ptp.training.teacher import generate_teacher_data
+    from vllm_ptp.training.train_cp import CPTrainArgs, train_cp
+
+    target, teacher_dir, conversations = _training_inputs(a)
     generate_teacher_data(target, conversations, teacher_dir, max_new_tokens=a.max_new_tokens, seed=a.seed,
                           device=a.device)
     train_cp(CPTrainArgs(target=target, data_dir=str(teacher_dir), out=a.out, rank=a.rank, heads=a.heads,
                          steps=a.steps, batch_size=a.batch_size, lr=a.lr, balance_weight=a.balance_weight,
                          draft_vocab_size=a.draft_vocab, seed=a.seed, device=a.device, command=a.command_line))
     print(f"checkpoint written to {a.out}")
+
+
+def cmd_train_ptp(a: argparse.Namespace) -> None:
+    from vllm_ptp.training.ptp_data import generate_ptp_teacher_data
+    from vllm_ptp.training.train_ptp import PTPTrainArgs, train_ptp
+
+    target, teacher_dir, conversations = _training_inputs(a)
+    generate_ptp_teacher_data(target, conversations, teacher_dir, aux_layers=_aux_layers(target, a.aux_layers),
+                              max_new_tokens=a.max_new_tokens, seed=a.seed, device=a.device)
+    train_ptp(PTPTrainArgs(
+        target=target, data_dir=str(teacher_dir), out=a.out, slots=a.slots,
+        u_embedding="none" if a.independent else a.u_embedding, u_source="self" if a.inverse_ar else "teacher",
+        loss=a.loss, gamma=a.gamma, layers=a.layers, steps=a.steps, batch_size=a.batch_size, window=a.window,
+        anchors=a.anchors, lr=a.lr, draft_vocab_size=a.draft_vocab, seed=a.seed, device=a.device,
+        command=a.command_line))
+    print(f"checkpoint written to {a.out}")
+
+
+def _aux_layers(target: str, given: str | None) -> list[int]:
+    """EAGLE-3's default target layers (2, L/2, L-3), or the comma-separated list given."""
+    if given:
+        return [int(x) for x in given.split(",")]
+    from transformers import AutoConfig
+    n = AutoConfig.from_pretrained(target).num_hidden_layers
+    return sorted({min(2, n - 1), n // 2, max(n - 3, 0)})
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
@@ -52,12 +81,7 @@ def main(argv: list[str] | None = None) -> None:
     train = sub.add_parser("train", help="train a draft for a target")
     kinds = train.add_subparsers(dest="kind", required=True)
     cp = kinds.add_parser("cp", help="CP-decomposition heads")
-    cp.add_argument("--target", help="target model folder (default: the embedded SmolLM2-135M-Instruct)")
-    cp.add_argument("--data", default="sharegpt", help="sharegpt | humaneval | FILE.jsonl (comma-separated mix)")
-    cp.add_argument("--out", required=True)
-    cp.add_argument("--teacher-dir", help="where teacher continuations are cached (default OUT/teacher)")
-    cp.add_argument("--prompts", type=int, default=512, help="prompts per data source")
-    cp.add_argument("--max-new-tokens", type=int, default=192)
+    _add_data_options(cp)
     cp.add_argument("--rank", type=int, default=8)
     cp.add_argument("--heads", type=int, default=3)
     cp.add_argument("--steps", type=int, default=1500)
@@ -68,6 +92,27 @@ def main(argv: list[str] | None = None) -> None:
     cp.add_argument("--seed", type=int, default=0)
     cp.add_argument("--device", default="cuda" if _cuda() else "cpu")
     cp.set_defaults(func=cmd_train_cp)
+
+    ptp = kinds.add_parser("ptp", help="Parallel Token Prediction draft (EAGLE-3 layout + auxiliary variables)")
+    _add_data_options(ptp)
+    ptp.add_argument("--aux-layers", help="target layers the draft reads, e.g. 2,15,27 (default: EAGLE-3's)")
+    ptp.add_argument("--slots", type=int, default=4, help="draft tokens per step the draft is trained for (k max)")
+    ptp.add_argument("--u-embedding", default="quarter_cos", choices=["binary", "quarter_cos", "linear_interpolation"])
+    ptp.add_argument("--independent", action="store_true", help="the ablation: same slots, no auxiliary variables")
+    ptp.add_argument("--inverse-ar", action="store_true",
+                     help="teacher-free: u from the draft's own CDF interval of the data token")
+    ptp.add_argument("--loss", default="ce", choices=["ce", "kl"])
+    ptp.add_argument("--gamma", type=float, default=1.0, help="weight gamma^k of slot k")
+    ptp.add_argument("--layers", type=int, default=1)
+    ptp.add_argument("--steps", type=int, default=1000)
+    ptp.add_argument("--batch-size", type=int, default=8, help="sequences per step")
+    ptp.add_argument("--window", type=int, default=128, help="context slots per sequence")
+    ptp.add_argument("--anchors", type=int, default=32, help="draft steps (anchors) per sequence")
+    ptp.add_argument("--lr", type=float, default=1e-3)
+    ptp.add_argument("--draft-vocab", type=int, default=8192)
+    ptp.add_argument("--seed", type=int, default=0)
+    ptp.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    ptp.set_defaults(func=cmd_train_ptp)
 
     demo = sub.add_parser("demo", help="offline demo: acceptance and tokens/s with and without the draft")
     demo.add_argument("--target", help="target model folder (default: the embedded SmolLM2-135M-Instruct)")
@@ -92,6 +137,15 @@ def main(argv: list[str] | None = None) -> None:
     a = parser.parse_args(argv)
     a.command_line = "vllm-ptp " + shlex.join(argv)
     a.func(a)
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--target", help="target model folder (default: the embedded SmolLM2-135M-Instruct)")
+    parser.add_argument("--data", default="sharegpt", help="sharegpt | humaneval | FILE.jsonl (comma-separated mix)")
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--teacher-dir", help="where the teacher data are cached (default OUT/teacher)")
+    parser.add_argument("--prompts", type=int, default=512, help="prompts per data source")
+    parser.add_argument("--max-new-tokens", type=int, default=192)
 
 
 def _cuda() -> bool:

@@ -25,10 +25,13 @@ from pathlib import Path
 
 import torch
 
-from vllm_ptp.models.checkpoint import CheckpointError, speculators_type
+from vllm_ptp.models.checkpoint import CONFIG_FILE, CheckpointError, check_fingerprint, speculators_type
 from vllm_ptp.models.cp_config import CPConfig
 from vllm_ptp.models.cp_heads import load_cp_heads
+from vllm_ptp.models.ptp_config import ARCHITECTURE, PTP_TYPE, PTPConfig
+from vllm_ptp.models.ptp_draft import PTPConditioning, load_ptp_draft
 from vllm_ptp.proposers.cp_proposer import CPProposer
+from vllm_ptp.proposers.ptp_proposer import draw_uniforms, pick_drafts
 
 SUPPORTED_VLLM_VERSIONS = ("0.32.0",)
 OUR_METHODS = ("cp", "ptp")
@@ -60,6 +63,11 @@ def install() -> None:
     from vllm.config.vllm import VllmConfig
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
+    from vllm import ModelRegistry
+    from vllm.transformers_utils.configs.speculators import algos as speculators_algos
+
+    ModelRegistry.register_model(ARCHITECTURE, f"{__name__}:{ARCHITECTURE}")
+    speculators_algos.register_speculator(PTP_TYPE)(speculators_updater_for_ptp)
     _extend_speculative_method_literal(SpeculativeConfig, speculative_module.SpeculativeMethod)
     _replace(SpeculativeConfig, "__post_init__", replacement_for_SpeculativeConfig___post_init__)
     _replace(VllmConfig, "_get_v2_model_runner_unsupported_features",
@@ -86,7 +94,15 @@ def _original(owner_name: str, name: str):
 
 
 def is_ours(speculative_config) -> bool:
-    return speculative_config is not None and speculative_config.method in OUR_METHODS
+    """A method we serve: "cp" (its own name throughout), or a PTP draft (served as vLLM's "eagle3")."""
+    return speculative_config is not None and (speculative_config.method in OUR_METHODS
+                                               or serves_ptp(speculative_config))
+
+
+def serves_ptp(speculative_config) -> bool:
+    draft = getattr(speculative_config, "draft_model_config", None)
+    return (speculative_config is not None and speculative_config.method == "eagle3" and draft is not None
+            and ARCHITECTURE in (getattr(draft.hf_config, "architectures", None) or []))
 
 
 # --- SpeculativeConfig.method: a pydantic Literal, so a new name needs the schema rebuilt -------------------------
@@ -112,6 +128,12 @@ def replacement_for_SpeculativeConfig___post_init__(self):
         raise ValueError(f"speculative_config: method '{method}' needs 'model': the draft checkpoint folder")
     self.num_speculative_tokens = validate_checkpoint_for_target(
         method, self.model, self.target_model_config, self.num_speculative_tokens)
+    if method == PTP_TYPE:
+        # A PTP draft is an EAGLE-3 parallel-drafting draft plus u's: vLLM sets it up as exactly that (draft
+        # ModelConfig from the speculators config.json, aux hidden states, mask slots, draft KV in the paged pool).
+        # The method stays "eagle3" because vLLM branches on that name in many places; serves_ptp() recognises it.
+        self.method, self.parallel_drafting = "eagle3", True
+        return original(self)
     # Set up like vLLM's custom_class method (no draft ModelConfig, shares the target's); that branch also logs an
     # "experimental custom class" warning that would mislead our users, so it is filtered for this call.
     self.method = "custom_class"
@@ -124,9 +146,6 @@ def replacement_for_SpeculativeConfig___post_init__(self):
 
 def validate_checkpoint_for_target(method: str, folder: str, target_model_config, k: int | None) -> int:
     """Open the draft folder at start-up: kind, weights, target sizes, k. Returns the k to use."""
-    if method == "ptp":
-        raise CheckpointError(f"{folder}: method 'ptp' is reserved for Parallel Token Prediction drafts, which this "
-                              f"version of vllm-ptp does not serve yet; use a CP-heads draft (method 'cp')")
     if not Path(folder).is_dir():
         raise CheckpointError(f"speculative_config.model = {folder!r}: not a directory (expected a draft checkpoint "
                               f"folder with config.json and model.safetensors)")
@@ -134,16 +153,40 @@ def validate_checkpoint_for_target(method: str, folder: str, target_model_config
     if found is not None and found != method:
         raise CheckpointError(f"{Path(folder) / 'config.json'}: field 'speculators_model_type' is {found!r} but "
                               f"speculative_config.method is {method!r}")
-    config = CPConfig.from_checkpoint(folder)
-    if target_model_config is not None:
-        config.check_target(folder, target_model_config.get_vocab_size(), target_model_config.get_hidden_size())
-    load_cp_heads(folder)  # every tensor checked now, not at the first request
-    n = config.num_heads
+    if method == PTP_TYPE:
+        config = PTPConfig.from_checkpoint(folder)
+        if target_model_config is not None:
+            config.check_target(folder, target_model_config.get_vocab_size(), target_model_config.get_hidden_size(),
+                                target_model_config.get_total_num_hidden_layers())
+        load_ptp_draft(folder)  # every tensor checked now, not at the first request
+        n, field = config.num_slots, "ptp.num_slots"
+    else:
+        config = CPConfig.from_checkpoint(folder)
+        if target_model_config is not None:
+            config.check_target(folder, target_model_config.get_vocab_size(), target_model_config.get_hidden_size())
+        load_cp_heads(folder)
+        n, field = config.num_heads, "num_heads"
     k = n if k is None else k
-    if k > n:
-        raise CheckpointError(f"{Path(folder) / 'config.json'}: num_speculative_tokens={k} but field 'num_heads' is "
-                              f"{n}: these heads draft at most {n} tokens")
+    if not 1 <= k <= n:
+        raise CheckpointError(f"{Path(folder) / CONFIG_FILE}: num_speculative_tokens={k} but field '{field}' is {n}: "
+                              f"this draft was trained to draft 1 to {n} tokens")
     return k
+
+
+def speculators_updater_for_ptp(config_dict: dict, pre_trained_config: dict) -> None:
+    """Registered as speculators type "ptp": vLLM's EAGLE-3 fields (as its "peagle" type sets them) + ours."""
+    pre_trained_config["architectures"] = [ARCHITECTURE]
+    pre_trained_config["draft_vocab_size"] = config_dict.get("draft_vocab_size")
+    pre_trained_config["target_hidden_size"] = config_dict.get("target_hidden_size")
+    pre_trained_config["norm_before_residual"] = False
+    pre_trained_config["norm_before_fc"] = False
+    pre_trained_config["pard_token"] = config_dict["mask_token_id"]
+    layers = config_dict["eagle_aux_hidden_state_layer_ids"]
+    pre_trained_config["eagle_aux_hidden_state_layer_ids"] = layers
+    # llama_eagle3 sizes fc from this (it ignores a top-level eagle_aux_hidden_state_layer_ids)
+    pre_trained_config["num_aux_hidden_states"] = len(layers)
+    pre_trained_config["ptp_u_embedding"] = config_dict["ptp"]["u_embedding"]
+    pre_trained_config["ptp_u_features"] = config_dict["ptp"]["u_features"]
 
 
 @contextlib.contextmanager
@@ -165,7 +208,8 @@ def _silence(logger_name: str, message_part: str):
 def replacement_for_VllmConfig__get_v2_model_runner_unsupported_features(self):
     unsupported = _original("VllmConfig", "_get_v2_model_runner_unsupported_features")(self)
     if is_ours(self.speculative_config):
-        unsupported.append(f"speculative method '{self.speculative_config.method}' (vllm-ptp)")
+        method = PTP_TYPE if serves_ptp(self.speculative_config) else self.speculative_config.method
+        unsupported.append(f"speculative method '{method}' (vllm-ptp)")
     return unsupported
 
 
@@ -180,6 +224,14 @@ def replacement_for_GPUModelRunner___init__(self, vllm_config, device):
         return original(self, vllm_config, device)
     _runner_serves_our_method = True
     from vllm.v1.worker import gpu_model_runner as runner_module
+    if serves_ptp(spec):
+        # vLLM builds its EagleProposer here; ours is that class with PTP's two changes.
+        eagle_proposer = runner_module.EagleProposer
+        runner_module.EagleProposer = _ptp_proposer_class()
+        try:
+            return original(self, vllm_config, device)
+        finally:
+            runner_module.EagleProposer = eagle_proposer
     method = spec.method
     # The custom_class branch is the one place the runner builds a drafter from a factory and nothing else.
     spec.method = "custom_class"
@@ -196,7 +248,7 @@ def replacement_for_GPUModelRunner_propose_draft_token_ids(self, scheduler_outpu
                                                            sampling_metadata, hidden_states, sample_hidden_states,
                                                            aux_hidden_states, spec_decode_metadata,
                                                            common_attn_metadata, slot_mappings):
-    if not is_ours(self.speculative_config):
+    if not is_ours(self.speculative_config) or serves_ptp(self.speculative_config):
         return _original("GPUModelRunner", "propose_draft_token_ids")(
             self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states, sample_hidden_states,
             aux_hidden_states, spec_decode_metadata, common_attn_metadata, slot_mappings)
@@ -272,11 +324,7 @@ class VllmCPDrafter:
                        else sampling_metadata.temperature[idx])
         top_k = None if sampling_metadata.top_k is None else sampling_metadata.top_k[idx]
         top_p = None if sampling_metadata.top_p is None else sampling_metadata.top_p[idx]
-        uniforms = torch.rand(len(active), k, device=self.device)
-        for j, i in enumerate(active):
-            generator = sampling_metadata.generators.get(i)
-            if generator is not None:  # seeded requests draft reproducibly
-                uniforms[j] = torch.rand(k, generator=generator, device=generator.device)
+        uniforms = draw_uniforms(len(sampled_token_ids), k, sampling_metadata.generators, self.device)[idx]
         ids, probs = self.proposer.propose(
             sample_hidden_states[torch.tensor(rows, device=sample_hidden_states.device)],
             torch.tensor(last_tokens, device=self.device), k, temperature, top_k, top_p, uniforms,
@@ -288,3 +336,100 @@ class VllmCPDrafter:
         all_probs = torch.zeros(len(sampled_token_ids), k, self.vocab_size, dtype=torch.float32, device=self.device)
         all_probs[idx] = probs
         return drafts, all_probs
+
+
+# --- PTP: vLLM's EAGLE-3 draft class and proposer, each with PTP's change and nothing else -------------------------
+
+_classes: dict[str, type] = {}
+
+
+def __getattr__(name: str):
+    # vLLM's model registry imports "vllm_ptp.vllm_seam:PtpLlamaForCausalLM" lazily, in the process that needs it.
+    if name == ARCHITECTURE:
+        return _ptp_model_class()
+    raise AttributeError(name)
+
+
+def _ptp_model_class() -> type:
+    if ARCHITECTURE not in _classes:
+        from vllm.model_executor.models.llama_eagle3 import Eagle3LlamaForCausalLM
+
+        class PtpLlamaForCausalLM(Eagle3LlamaForCausalLM):
+            """vLLM's EAGLE-3 Llama draft plus the PTP conditioning of the mask slots (u and temperature
+            embeddings); loads the same safetensors as vllm_ptp.models.ptp_draft.PTPDraft."""
+
+            def __init__(self, *, vllm_config, prefix: str = ""):
+                super().__init__(vllm_config=vllm_config, prefix=prefix)
+                config = self.config
+                self.ptp_conditioning = PTPConditioning(config.ptp_u_embedding, config.ptp_u_features,
+                                                        config.hidden_size)
+
+            def load_weights(self, weights):
+                ours: dict[str, torch.Tensor] = {}
+
+                def theirs():
+                    for name, tensor in weights:
+                        if name.startswith("ptp_conditioning."):
+                            ours[name.removeprefix("ptp_conditioning.")] = tensor
+                        else:
+                            yield name, tensor
+
+                loaded = super().load_weights(theirs())
+                self.ptp_conditioning.load_state_dict(ours)
+                return loaded
+
+        PtpLlamaForCausalLM.__name__ = PtpLlamaForCausalLM.__qualname__ = ARCHITECTURE
+        _classes[ARCHITECTURE] = PtpLlamaForCausalLM
+    return _classes[ARCHITECTURE]
+
+
+def _ptp_proposer_class() -> type:
+    if "PTPProposer" not in _classes:
+        from vllm.v1.spec_decode.eagle import EagleProposer
+
+        class PTPProposer(EagleProposer):
+            """vLLM's EAGLE-3 parallel drafting, changed at two points: the mask slots' inputs get the embeddings
+            of u_1..u_{K-1} and the temperature (set_inputs_first_pass), and the K tokens are picks at u_1..u_K
+            from the processed slot distributions, which go to the rejection sampler (_sample_draft_tokens)."""
+
+            _ptp_u: torch.Tensor | None = None
+            _ptp_sampling = None
+
+            def load_model(self, target_model) -> None:
+                super().load_model(target_model)
+                folder = Path(self.speculative_config.model)
+                check_fingerprint(folder / CONFIG_FILE, PTPConfig.from_checkpoint(folder).verifier,
+                                  self.model.model.embed_tokens.weight)
+
+            def propose(self, *args, **kwargs):
+                # vLLM's runner passes everything by keyword
+                metadata = kwargs["sampling_metadata"]
+                batch = kwargs["common_attn_metadata"].batch_size()
+                self._ptp_u = draw_uniforms(batch, kwargs["num_speculative_tokens"], metadata.generators,
+                                            self.device)
+                self._ptp_sampling = metadata
+                try:
+                    return super().propose(*args, **kwargs)
+                finally:
+                    self._ptp_u = self._ptp_sampling = None
+
+            def set_inputs_first_pass(self, *args, **kwargs):
+                num_tokens, token_indices_to_sample, cad = super().set_inputs_first_pass(*args, **kwargs)
+                u = self._ptp_u
+                if u is not None and u.shape[1] > 1:
+                    mask_rows = token_indices_to_sample.view(u.shape[0], -1)[:, 1:].long()
+                    temperature = self._ptp_sampling.temperature
+                    if temperature is None:
+                        temperature = torch.zeros(u.shape[0], device=u.device)
+                    added = self.model.ptp_conditioning(u[:, :-1], temperature[:u.shape[0]])
+                    self.hidden_states[mask_rows] += added.to(self.hidden_states.dtype)
+                return num_tokens, token_indices_to_sample, cad
+
+            def _sample_draft_tokens(self, hidden_states, sampling_metadata):
+                logits = self.model.compute_logits(hidden_states)
+                m = sampling_metadata
+                return pick_drafts(logits, self._ptp_u, m.temperature, m.top_k, m.top_p,
+                                   return_probs=not m.all_greedy)
+
+        _classes["PTPProposer"] = PTPProposer
+    return _classes["PTPProposer"]

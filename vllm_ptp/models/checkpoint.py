@@ -15,6 +15,7 @@ from safetensors.torch import load_file, save_file
 CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+FINGERPRINT_ROWS = 16
 
 
 class CheckpointError(Exception):
@@ -83,3 +84,46 @@ def save_checkpoint(folder: str | Path, config: dict, state_dict: dict[str, torc
     (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
     save_file({k: v.detach().contiguous() for k, v in state_dict.items()}, str(folder / WEIGHTS_FILE))
     (folder / "README.md").write_text(card)
+
+
+def embedding_fingerprint(embed_weight: torch.Tensor) -> list[float]:
+    """Norms of the first embedding rows: identifies the target's weights across dtypes and file formats."""
+    return [round(float(x), 4) for x in embed_weight[:FINGERPRINT_ROWS].float().norm(dim=-1)]
+
+
+def check_fingerprint(config_path: Path, verifier: dict, embed_weight: torch.Tensor) -> None:
+    """Refuse a target whose embedding differs from the one the draft was trained with (when the draft recorded it)."""
+    expected = verifier.get("embedding_fingerprint")
+    if not expected:
+        return
+    got = embedding_fingerprint(embed_weight)
+    if not torch.allclose(torch.tensor(got), torch.tensor(expected), rtol=2e-2, atol=1e-3):
+        raise CheckpointError(
+            f"{config_path}: field 'speculators_config.verifier.embedding_fingerprint' does not match the target's "
+            f"embedding: this draft was trained for {verifier.get('name_or_path', 'another model')!r}, not for the "
+            f"model being served")
+
+
+def load_matching_weights(folder: str | Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The folder's tensors, refused unless names and shapes are exactly `expected`'s (a model's state_dict) and
+    every float tensor is finite."""
+    weights = load_weights(folder)
+    path = Path(folder) / WEIGHTS_FILE
+    missing = sorted(set(expected) - set(weights))
+    unexpected = sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise CheckpointError(f"{path}: tensors do not match config.json (missing {missing[:5]}, "
+                              f"unexpected {unexpected[:5]})")
+    for name, tensor in weights.items():
+        if tensor.shape != expected[name].shape:
+            raise CheckpointError(f"{path}: tensor '{name}' has shape {tuple(tensor.shape)}, config.json implies "
+                                  f"{tuple(expected[name].shape)}")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: tensor '{name}' holds NaN or inf values")
+    return weights
+
+
+def require_positive(values: dict[str, int], path: Path) -> None:
+    for name, value in values.items():
+        if value <= 0:
+            raise CheckpointError(f"{path}: field '{name}' must be positive, got {value}")

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import torch
 
-from vllm_ptp.models.checkpoint import CONFIG_FILE, CheckpointError, read_config, require
+from vllm_ptp.models.checkpoint import (CONFIG_FILE, CheckpointError, check_fingerprint, read_config, require,
+                                          require_positive)
 
 CP_TYPE = "cp"
-FINGERPRINT_ROWS = 16
 
 
 @dataclass
@@ -50,9 +50,7 @@ class CPConfig:
                                   f"(a CP-heads draft made by `vllm-ptp train cp`)")
         ints = {name: require(config, name, int, path)
                 for name in ("hidden_size", "vocab_size", "num_heads", "rank", "draft_vocab_size", "adapter_dim")}
-        for name, value in ints.items():
-            if value <= 0:
-                raise CheckpointError(f"{path}: field '{name}' must be positive, got {value}")
+        require_positive(ints, path)
         if ints["draft_vocab_size"] > ints["vocab_size"]:
             raise CheckpointError(f"{path}: field 'draft_vocab_size' ({ints['draft_vocab_size']}) exceeds "
                                   f"'vocab_size' ({ints['vocab_size']})")
@@ -69,16 +67,5 @@ class CPConfig:
         if vocab_size != self.vocab_size:
             raise CheckpointError(f"{path}: field 'vocab_size' is {self.vocab_size} but the target model's vocab "
                                   f"size is {vocab_size}: these heads were trained for another target")
-        expected = self.verifier.get("embedding_fingerprint")
-        if embed_weight is not None and expected:
-            got = embedding_fingerprint(embed_weight)
-            if not torch.allclose(torch.tensor(got), torch.tensor(expected), rtol=2e-2, atol=1e-3):
-                raise CheckpointError(
-                    f"{path}: field 'speculators_config.verifier.embedding_fingerprint' does not match the target's "
-                    f"embedding: these heads were trained for {self.verifier.get('name_or_path', 'another model')!r}, "
-                    f"not for the model being served")
-
-
-def embedding_fingerprint(embed_weight: torch.Tensor) -> list[float]:
-    """Norms of the first embedding rows: identifies the target's weights across dtypes and file formats."""
-    return [round(float(x), 4) for x in embed_weight[:FINGERPRINT_ROWS].float().norm(dim=-1)]
+        if embed_weight is not None:
+            check_fingerprint(path, self.verifier, embed_weight)

@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from vllm_ptp.models.checkpoint import WEIGHTS_FILE, CheckpointError, load_weights
+from vllm_ptp.models.checkpoint import WEIGHTS_FILE, CheckpointError, load_matching_weights
 from vllm_ptp.models.cp_config import CPConfig
 
 
@@ -119,20 +119,8 @@ def load_cp_heads(folder) -> CPHeads:
     """Build CPHeads from a checkpoint folder; every mismatch is a CheckpointError naming the file."""
     config = CPConfig.from_checkpoint(folder)
     heads = CPHeads(config)
-    weights = load_weights(folder)
-    expected = heads.state_dict()
+    weights = load_matching_weights(folder, heads.state_dict())
     path = f"{folder}/{WEIGHTS_FILE}"
-    missing = sorted(set(expected) - set(weights))
-    unexpected = sorted(set(weights) - set(expected))
-    if missing or unexpected:
-        raise CheckpointError(f"{path}: tensors do not match config.json (missing {missing[:5]}, "
-                              f"unexpected {unexpected[:5]})")
-    for name, tensor in weights.items():
-        if tensor.shape != expected[name].shape:
-            raise CheckpointError(f"{path}: tensor '{name}' has shape {tuple(tensor.shape)}, config.json implies "
-                                  f"{tuple(expected[name].shape)}")
-        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise CheckpointError(f"{path}: tensor '{name}' holds NaN or inf values")
     vocab = weights["draft_vocab"]
     if vocab.min() < 0 or vocab.max() >= config.vocab_size:
         raise CheckpointError(f"{path}: tensor 'draft_vocab' holds ids outside [0, {config.vocab_size})")

@@ -35,33 +35,19 @@ def generate_teacher_data(target: str | Path, conversations: list[list[dict]], o
                           max_prompt_tokens: int = 384, seed: int = 0, device: str = "cpu") -> Path:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(target)
-    prompts = []
-    for messages in conversations:
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        ids = list(ids["input_ids"]) if hasattr(ids, "keys") else list(ids)
-        if len(ids) <= max_prompt_tokens:
-            prompts.append(ids)
+    from transformers import AutoModelForCausalLM
+    prompts = chat_prompts(target, conversations, max_prompt_tokens)
     shards = [prompts[i:i + SHARD_PROMPTS] for i in range(0, len(prompts), SHARD_PROMPTS)]
     todo = [i for i in range(len(shards)) if not (out_dir / f"shard_{i:05d}.safetensors").exists()]
     if todo:
-        from vllm import LLM, SamplingParams  # the public API only: plain generation, no speculation
-        # A fixed KV budget: vLLM's CPU default reserves 92% of RAM and refuses to start when anything else runs.
-        os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
-        llm = LLM(model=str(target), dtype="bfloat16", max_model_len=max_prompt_tokens + max_new_tokens + 8,
-                  seed=seed, enforce_eager=True)
+        llm = teacher_engine(target, max_prompt_tokens + max_new_tokens + 8, seed)
         model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32).to(device).eval()
         for i in tqdm(todo, desc="teacher shards"):
-            # No per-request seeds: vLLM 0.32's CPU bookkeeping crashes on seeded requests in chunked prefill
-            # ("CPU Generator does not use offset"); the engine seed keeps runs reproducible.
-            params = [SamplingParams(temperature=temperatures[(i * SHARD_PROMPTS + j) % len(temperatures)],
-                                     max_tokens=max_new_tokens)
-                      for j in range(len(shards[i]))]
-            outputs = llm.generate([{"prompt_token_ids": p} for p in shards[i]], params, use_tqdm=False)
+            completions = sample_continuations(llm, shards[i], shard_temperatures(i, len(shards[i]), temperatures),
+                                               max_new_tokens)
             parts = []
-            for prompt, output in zip(shards[i], outputs):
-                tokens = prompt + list(output.outputs[0].token_ids)
+            for prompt, completion in zip(shards[i], completions):
+                tokens = prompt + completion
                 with torch.inference_mode():
                     hidden = model.model(torch.tensor([tokens], device=device)).last_hidden_state[0].cpu()
                 parts.append(examples_from_sequence(hidden, tokens, len(prompt)))
@@ -71,6 +57,41 @@ def generate_teacher_data(target: str | Path, conversations: list[list[dict]], o
             "max_new_tokens": max_new_tokens, "seed": seed}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
     return out_dir
+
+
+def chat_prompts(target: str | Path, conversations: list[list[dict]], max_prompt_tokens: int) -> list[list[int]]:
+    """The target's chat template applied to each conversation (generation prompt added); longer prompts dropped."""
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    prompts = []
+    for messages in conversations:
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        ids = list(ids["input_ids"]) if hasattr(ids, "keys") else list(ids)
+        if len(ids) <= max_prompt_tokens:
+            prompts.append(ids)
+    return prompts
+
+
+def shard_temperatures(shard: int, n: int, temperatures: tuple[float, ...]) -> list[float]:
+    """The cycle of temperatures over all prompts, continued across shards."""
+    return [temperatures[(shard * SHARD_PROMPTS + j) % len(temperatures)] for j in range(n)]
+
+
+def teacher_engine(target: str | Path, max_model_len: int, seed: int):
+    from vllm import LLM  # the public API only: plain generation, no speculation
+    # A fixed KV budget: vLLM's CPU default reserves 92% of RAM and refuses to start when anything else runs.
+    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
+    return LLM(model=str(target), dtype="bfloat16", max_model_len=max_model_len, seed=seed, enforce_eager=True)
+
+
+def sample_continuations(llm, prompts: list[list[int]], temperatures: list[float], max_new_tokens: int
+                         ) -> list[list[int]]:
+    from vllm import SamplingParams
+    # No per-request seeds: vLLM 0.32's CPU bookkeeping crashes on seeded requests in chunked prefill
+    # ("CPU Generator does not use offset"); the engine seed keeps runs reproducible.
+    params = [SamplingParams(temperature=t, max_tokens=max_new_tokens) for t in temperatures]
+    outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
+    return [list(o.outputs[0].token_ids) for o in outputs]
 
 
 def load_teacher_data(data_dir: str | Path) -> dict[str, torch.Tensor]:

@@ -2,51 +2,29 @@
 from __future__ import annotations
 
 import json
-import math
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from vllm_ptp.models.checkpoint import save_checkpoint
-from vllm_ptp.models.cp_config import CPConfig, embedding_fingerprint
+from vllm_ptp.models.cp_config import CPConfig
 from vllm_ptp.models.cp_heads import CPHeads, joint_log_likelihood, load_balancing_loss
+from vllm_ptp.training.common import (TrainArgs, load_target_head, make_optimizer, optimizer_step, resume,
+                                      save_state)
 from vllm_ptp.training.teacher import load_teacher_data
 
 
 @dataclass
-class CPTrainArgs:
-    target: str
-    data_dir: str
-    out: str
+class CPTrainArgs(TrainArgs):
+    steps: int = 2000
+    lr: float = 2e-3
     rank: int = 8
     heads: int = 3
-    steps: int = 2000
-    batch_size: int = 64
-    lr: float = 2e-3
     balance_weight: float = 0.01
-    draft_vocab_size: int = 8192
     adapter_dim: int = 64
-    seed: int = 0
-    eval_fraction: float = 0.02
-    save_every: int = 200
-    device: str = "cpu"
-    command: str = "(python API)"  # recorded in the model card
-
-
-def load_target_head(target: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
-    """(embedding [V, H], LM head [V, H], verifier info) of a transformers causal LM folder, frozen."""
-    from transformers import AutoModelForCausalLM
-    model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
-    embed = model.get_input_embeddings().weight.detach().clone()
-    lm_head = model.get_output_embeddings().weight.detach().clone()
-    verifier = {"name_or_path": Path(target).name, "architectures": model.config.architectures,
-                "embedding_fingerprint": embedding_fingerprint(embed)}
-    return embed, lm_head, verifier
 
 
 def frequent_tokens(data: dict[str, torch.Tensor], vocab_size: int, k: int) -> torch.Tensor:
@@ -83,9 +61,7 @@ def train_cp(args: CPTrainArgs) -> Path:
     n_eval = max(1, int(N * args.eval_fraction))
     train_idx, eval_idx = torch.arange(N - n_eval), torch.arange(N - n_eval, N)
     trainable = [p for p in heads.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=0.0)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda s: min(1.0, (s + 1) / 50) * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps)))
+    optimizer, schedule = make_optimizer(trainable, args.lr, args.steps, 50)
     step = resume(out, heads, optimizer, schedule)
 
     def batch(indices):
@@ -106,11 +82,7 @@ def train_cp(args: CPTrainArgs) -> Path:
         nll = -ll.sum() / mask.sum().clamp(min=1)
         balance = load_balancing_loss(log_w, resp)
         loss = nll + args.balance_weight * balance
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trainable, 1.0)
-        optimizer.step()
-        schedule.step()
+        optimizer_step(loss, trainable, optimizer, schedule)
         step += 1
         bar.update(1)
         bar.set_postfix(nll=f"{nll.item():.3f}", bal=f"{balance.item():.2f}")
@@ -142,36 +114,6 @@ def evaluate(heads: CPHeads, batch) -> dict:
         counts += valid.sum(0).float()
     return {"eval_nll_per_token": round(nll / counts.sum().item(), 4),
             "eval_top1_marginal": [round(x, 4) for x in (hits / counts.clamp(min=1)).tolist()]}
-
-
-def save_state(out: Path, heads: CPHeads, optimizer, schedule, step: int) -> None:
-    tensors = {f"model.{k}": v for k, v in heads.state_dict().items()}
-    for i, state in optimizer.state_dict()["state"].items():
-        for name, value in state.items():
-            tensors[f"optim.{i}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
-    tmp = out / "train_state.safetensors.tmp"
-    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
-    tmp.replace(out / "train_state.safetensors")
-    (out / "train_state.json").write_text(json.dumps({"step": step, "schedule": schedule.state_dict()["last_epoch"]}))
-
-
-def resume(out: Path, heads: CPHeads, optimizer, schedule) -> int:
-    if not (out / "train_state.json").exists():
-        return 0
-    meta = json.loads((out / "train_state.json").read_text())
-    tensors = load_file(str(out / "train_state.safetensors"))
-    heads.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    state = optimizer.state_dict()
-    for key, value in tensors.items():
-        if key.startswith("optim."):
-            _, i, name = key.split(".", 2)
-            state["state"].setdefault(int(i), {})[name] = value
-    optimizer.load_state_dict(state)
-    with warnings.catch_warnings():  # replaying the schedule without optimizer steps is intended here
-        warnings.simplefilter("ignore")
-        for _ in range(meta["schedule"]):
-            schedule.step()
-    return meta["step"]
 
 
 def model_card(args: CPTrainArgs, config: CPConfig, final: dict, coverage: float, examples: int) -> str:

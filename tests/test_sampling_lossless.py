@@ -1,9 +1,10 @@
-"""Sampling with CP heads stays lossless: generated tokens follow the target's own distribution.
+"""Sampling with CP heads or a PTP draft stays lossless: generated tokens follow the target's own distribution.
 
 Reference: the exact joint distribution of the first three generated tokens under the target (transformers, float32,
 temperature 1, top-k 8). x1 comes from the prefill; x2 and x3 are decided by vLLM's rejection sampler on our drafts.
 Each chi-square test has a false-alarm rate of 1e-3 (two tests: <= 0.2% for the file), and the engine is seeded.
 """
+import pytest
 import torch
 from stats import chi_square_p_value
 from vllm_runs import generate
@@ -57,13 +58,15 @@ def p_value(samples, reference):
     return chi_square_p_value(observed, expected)
 
 
-def test_sampled_tokens_follow_the_target_distribution_in_a_mixed_batch(tiny_target, tiny_cp):
+@pytest.mark.parametrize("draft", ["tiny_cp", "tiny_ptp"])
+def test_sampled_tokens_follow_the_target_distribution_in_a_mixed_batch(tiny_target, draft, request):
     from vllm import SamplingParams
+    draft = request.getfixturevalue(draft)
     sampled = SamplingParams(temperature=1.0, top_k=TOP_K, max_tokens=3, ignore_eos=True)
     greedy = SamplingParams(temperature=0, max_tokens=3, ignore_eos=True)
     prompts = [PROMPT] * SAMPLES + ["import json", "class Decoder:"] * 8
     params = [sampled] * SAMPLES + [greedy] * 16
-    spec = generate(tiny_target, prompts, params, {"model": str(tiny_cp), "num_speculative_tokens": 3})
+    spec = generate(tiny_target, prompts, params, {"model": str(draft), "num_speculative_tokens": 3})
     plain = generate(tiny_target, prompts[SAMPLES:], params[SAMPLES:])
     assert spec.outputs[SAMPLES:] == plain.outputs, "greedy requests changed in a batch with sampled ones"
     assert spec.accepted > 0

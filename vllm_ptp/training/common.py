@@ -1,0 +1,94 @@
+"""What training every draft shares: the arguments, the frozen target head, resumable training state."""
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from vllm_ptp.models.checkpoint import embedding_fingerprint
+
+
+@dataclass
+class TrainArgs:
+    target: str
+    data_dir: str
+    out: str
+    steps: int = 1000
+    batch_size: int = 64
+    lr: float = 1e-3
+    draft_vocab_size: int = 8192
+    seed: int = 0
+    eval_fraction: float = 0.02
+    save_every: int = 200
+    device: str = "cpu"
+    command: str = "(python API)"  # recorded in the model card
+
+
+def load_target_head(target: str | Path) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    """(embedding [V, H], LM head [V, H], verifier info) of a transformers causal LM folder, frozen."""
+    from transformers import AutoModelForCausalLM
+    model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32)
+    embed = model.get_input_embeddings().weight.detach().clone()
+    lm_head = model.get_output_embeddings().weight.detach().clone()
+    verifier = {"name_or_path": Path(target).name, "architectures": model.config.architectures,
+                "embedding_fingerprint": embedding_fingerprint(embed)}
+    return embed, lm_head, verifier
+
+
+STATE_DIR = "training_state"  # not beside model.safetensors: vLLM's loader reads every *.safetensors of a draft folder
+
+
+def save_state(out: Path, heads: torch.nn.Module, optimizer, schedule, step: int) -> None:
+    out = out / STATE_DIR
+    out.mkdir(exist_ok=True)
+    tensors = {f"model.{k}": v for k, v in heads.state_dict().items()}
+    for i, state in optimizer.state_dict()["state"].items():
+        for name, value in state.items():
+            tensors[f"optim.{i}.{name}"] = value if torch.is_tensor(value) else torch.tensor(value)
+    tmp = out / "train_state.safetensors.tmp"
+    save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
+    tmp.replace(out / "train_state.safetensors")
+    (out / "train_state.json").write_text(json.dumps({"step": step, "schedule": schedule.state_dict()["last_epoch"]}))
+
+
+def resume(out: Path, heads: torch.nn.Module, optimizer, schedule) -> int:
+    out = out / STATE_DIR
+    if not (out / "train_state.json").exists():
+        return 0
+    meta = json.loads((out / "train_state.json").read_text())
+    tensors = load_file(str(out / "train_state.safetensors"))
+    heads.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
+    state = optimizer.state_dict()
+    for key, value in tensors.items():
+        if key.startswith("optim."):
+            _, i, name = key.split(".", 2)
+            state["state"].setdefault(int(i), {})[name] = value
+    optimizer.load_state_dict(state)
+    with warnings.catch_warnings():  # replaying the schedule without optimizer steps is intended here
+        warnings.simplefilter("ignore")
+        for _ in range(meta["schedule"]):
+            schedule.step()
+    return meta["step"]
+
+
+
+
+def make_optimizer(params: list[torch.nn.Parameter], lr: float, steps: int, warmup: int):
+    """AdamW with linear warm-up then cosine decay to zero at `steps`."""
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    return optimizer, schedule
+
+
+def optimizer_step(loss: torch.Tensor, params: list[torch.nn.Parameter], optimizer, schedule) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    optimizer.step()
+    schedule.step()
