@@ -1,4 +1,4 @@
-"""Client for examples/serve_smollm2_cp.sh: a completion, a streamed chat answer, and the server's acceptance counters.
+"""Client for examples/serve_smollm2.sh: a completion, a streamed chat answer, and the server's acceptance counters.
 
     python examples/client.py [--base-url http://127.0.0.1:8000]
 """

@@ -1,4 +1,4 @@
-"""The shipped CP heads on the real embedded default (SmolLM2-135M-Instruct): greedy output is plain vLLM's."""
+"""The shipped drafts on the real embedded default (SmolLM2-135M-Instruct): greedy output is plain vLLM's."""
 import pytest
 
 from vllm_ptp.bench.demo import SHIPPED
@@ -34,3 +34,12 @@ def test_shipped_heads_greedy_identical_on_smollm2(smollm2, chat_prompts, plain,
     assert spec.outputs == plain.outputs
     # A wiring check, not a speed target (that is the benchmark): random heads stay at 1.0.
     assert spec.acceptance_length > 1.15, "the shipped heads are (almost) never accepted: miswired?"
+
+
+@pytest.mark.parametrize("k", [1, 3, 4])
+def test_shipped_ptp_draft_greedy_identical_on_smollm2(smollm2, chat_prompts, plain, k):
+    spec = generate(smollm2, chat_prompts, greedy(), {"model": str(SHIPPED / "ptp_smollm2"),
+                                                      "num_speculative_tokens": k}, max_model_len=2048)
+    assert spec.outputs == plain.outputs
+    assert spec.draft_tokens == spec.drafts * k
+    assert spec.acceptance_length > 1.15, "the shipped PTP draft is (almost) never accepted: miswired?"

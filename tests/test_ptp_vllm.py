@@ -17,6 +17,16 @@ def plain_greedy(tiny_target):
     return generate(tiny_target, PROMPTS, SamplingParams(temperature=0, max_tokens=40, ignore_eos=True))
 
 
+@pytest.fixture(scope="module")
+def tiny_ptp_two_layers(tiny_target, tiny_ptp, tmp_path_factory):
+    """Two decoder layers (vLLM's EAGLE-3 layers after the first take H, not 2H): briefly trained, same teacher."""
+    from vllm_ptp.training.train_ptp import PTPTrainArgs, train_ptp
+    return train_ptp(PTPTrainArgs(target=str(tiny_target), data_dir=str(tiny_ptp.parent / "teacher"),
+                                  out=str(tmp_path_factory.mktemp("ptp2") / "ptp"), slots=4, layers=2, steps=40,
+                                  batch_size=8, window=64, anchors=16, lr=3e-3, draft_vocab_size=256, save_every=40,
+                                  eval_fraction=0.1))
+
+
 @pytest.mark.parametrize("k", [1, 3, 4])
 def test_greedy_output_identical_to_plain_vllm(tiny_target, tiny_ptp, plain_greedy, k):
     from vllm import SamplingParams
@@ -76,13 +86,15 @@ def test_one_draft_forward_per_step_whatever_k(tiny_target, tiny_ptp, monkeypatc
         assert recorder.forwards == recorder.proposes, f"k={k}: {recorder.forwards} forwards, {recorder.proposes} steps"
 
 
-def test_vllm_draft_equals_plain_torch_draft(tiny_target, tiny_ptp, monkeypatch):
+@pytest.mark.parametrize("draft_name", ["tiny_ptp", "tiny_ptp_two_layers"])
+def test_vllm_draft_equals_plain_torch_draft(tiny_target, draft_name, request, monkeypatch):
     """Every step of a sampled request: vLLM's slot logits (paged KV, its own layers) = PTPDraft.propose_logits on
     the target's states from transformers, with the same u's and temperature; and the drafts are the picks."""
     from transformers import AutoModelForCausalLM
     from vllm import SamplingParams
 
     from vllm_ptp.kernels import pick_from_logits
+    tiny_ptp = request.getfixturevalue(draft_name)
     recorder = Recorder(monkeypatch)
     k, temperature = 4, 0.8
     run = generate(tiny_target, PROMPTS[:1], SamplingParams(temperature=temperature, max_tokens=24, ignore_eos=True),

@@ -45,6 +45,9 @@ def cmd_train_ptp(a: argparse.Namespace) -> None:
     target, teacher_dir, conversations = _training_inputs(a)
     generate_ptp_teacher_data(target, conversations, teacher_dir, aux_layers=_aux_layers(target, a.aux_layers),
                               max_new_tokens=a.max_new_tokens, seed=a.seed, device=a.device)
+    if a.teacher_only:
+        print(f"teacher data in {teacher_dir}")
+        return
     train_ptp(PTPTrainArgs(
         target=target, data_dir=str(teacher_dir), out=a.out, slots=a.slots,
         u_embedding="none" if a.independent else a.u_embedding, u_source="self" if a.inverse_ar else "teacher",
@@ -65,7 +68,7 @@ def _aux_layers(target: str, given: str | None) -> list[int]:
 
 def cmd_demo(a: argparse.Namespace) -> None:
     from vllm_ptp.bench.demo import run_demo
-    run_demo(target=_target(a.target), draft=a.draft, prompts=a.prompts, max_tokens=a.max_tokens)
+    run_demo(target=_target(a.target), drafts=a.draft, prompts=a.prompts, max_tokens=a.max_tokens)
 
 
 def cmd_bench(a: argparse.Namespace) -> None:
@@ -103,7 +106,8 @@ def main(argv: list[str] | None = None) -> None:
                      help="teacher-free: u from the draft's own CDF interval of the data token")
     ptp.add_argument("--loss", default="ce", choices=["ce", "kl"])
     ptp.add_argument("--gamma", type=float, default=1.0, help="weight gamma^k of slot k")
-    ptp.add_argument("--layers", type=int, default=1)
+    ptp.add_argument("--layers", type=int, default=1, help="decoder layers of the draft")
+    ptp.add_argument("--teacher-only", action="store_true", help="make the teacher data, do not train")
     ptp.add_argument("--steps", type=int, default=1000)
     ptp.add_argument("--batch-size", type=int, default=8, help="sequences per step")
     ptp.add_argument("--window", type=int, default=128, help="context slots per sequence")
@@ -116,7 +120,8 @@ def main(argv: list[str] | None = None) -> None:
 
     demo = sub.add_parser("demo", help="offline demo: acceptance and tokens/s with and without the draft")
     demo.add_argument("--target", help="target model folder (default: the embedded SmolLM2-135M-Instruct)")
-    demo.add_argument("--draft", help="draft checkpoint folder (default: the shipped CP rank-8 heads)")
+    demo.add_argument("--draft", nargs="+", help="draft checkpoint folders (default: the shipped PTP draft and CP "
+                                                 "rank-8 heads)")
     demo.add_argument("--prompts", type=int, default=8)
     demo.add_argument("--max-tokens", type=int, default=128)
     demo.set_defaults(func=cmd_demo)

@@ -19,7 +19,10 @@ How a "cp" draft is wired into vLLM's V1 model runner:
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
+import time
 import typing
 from pathlib import Path
 
@@ -288,6 +291,36 @@ def replacement_for_rejection_sampler_expand_batch_to_tokens(x, cu_num_tokens, n
     return torch.repeat_interleave(x, counts, output_size=num_tokens)
 
 
+DRAFT_TIME_FILE = "VLLM_PTP_DRAFT_TIME_FILE"
+
+
+class DraftTimer:
+    """Opt-in (env VLLM_PTP_DRAFT_TIME_FILE=path): wall time spent in our drafters' propose(), written to `path` as
+    {"seconds", "calls"} after every call, so a benchmark in another process can read the draft share of a run."""
+
+    def __init__(self):
+        self.path = os.environ.get(DRAFT_TIME_FILE)
+        self.seconds, self.calls = 0.0, 0
+
+    @contextlib.contextmanager
+    def timing(self, device: torch.device):
+        if not self.path:
+            yield
+            return
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            self.seconds += time.perf_counter() - start
+            self.calls += 1
+            tmp = f"{self.path}.tmp"
+            with open(tmp, "w") as f:
+                json.dump({"seconds": self.seconds, "calls": self.calls}, f)
+            os.replace(tmp, self.path)
+
+
 class VllmCPDrafter:
     """Adapts vLLM's runner state (sampled token lists, hidden states, SamplingMetadata) to CPProposer."""
 
@@ -296,6 +329,7 @@ class VllmCPDrafter:
         self.vocab_size = vllm_config.model_config.get_vocab_size()
         self.device = device
         self.proposer = CPProposer(spec.model, device=device, dtype=vllm_config.model_config.dtype)
+        self.timer = DraftTimer()
 
     def load_model(self, target_model: torch.nn.Module) -> None:
         embed = target_model.model.embed_tokens.weight
@@ -308,6 +342,10 @@ class VllmCPDrafter:
     def propose(self, sampled_token_ids: list[list[int]], sample_hidden_states: torch.Tensor,
                 num_draft_tokens: list[int] | None, sampling_metadata, k: int):
         """-> (draft ids per request, [] where the request has no new token; draft probs [R, k, V] or None)."""
+        with self.timer.timing(torch.device(self.device)):
+            return self._propose(sampled_token_ids, sample_hidden_states, num_draft_tokens, sampling_metadata, k)
+
+    def _propose(self, sampled_token_ids, sample_hidden_states, num_draft_tokens, sampling_metadata, k):
         rows, last_tokens, active = [], [], []
         offset = 0
         for i, tokens in enumerate(sampled_token_ids):
@@ -394,9 +432,11 @@ def _ptp_proposer_class() -> type:
 
             _ptp_u: torch.Tensor | None = None
             _ptp_sampling = None
+            _ptp_timer: DraftTimer
 
             def load_model(self, target_model) -> None:
                 super().load_model(target_model)
+                self._ptp_timer = DraftTimer()
                 folder = Path(self.speculative_config.model)
                 check_fingerprint(folder / CONFIG_FILE, PTPConfig.from_checkpoint(folder).verifier,
                                   self.model.model.embed_tokens.weight)
@@ -409,7 +449,8 @@ def _ptp_proposer_class() -> type:
                                             self.device)
                 self._ptp_sampling = metadata
                 try:
-                    return super().propose(*args, **kwargs)
+                    with self._ptp_timer.timing(torch.device(self.device)):
+                        return super().propose(*args, **kwargs)
                 finally:
                     self._ptp_u = self._ptp_sampling = None
 

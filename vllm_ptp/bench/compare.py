@@ -2,7 +2,8 @@
 
 Every method runs in vLLM's default multiprocess engine with the same settings (dtype, eager mode, thread binding by
 vLLM's CPU worker, NUMBA_NUM_THREADS=1), requests sent one at a time (batch 1). Reported per method: tokens/s, speed-up
-over no speculation, mean acceptance length (1 + accepted drafts per verifying step), per-position acceptance.
+over no speculation, mean acceptance length (1 + accepted drafts per verifying step), per-position acceptance, and
+for vllm-ptp drafts the share of the run's wall time spent in the drafter (draft forward + picks).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ class Row:
     speedup: float
     acceptance_length: float
     acceptance_per_position: list[float]
+    draft_time_share: float | None
     output_tokens: int
     seconds: float
 
@@ -80,7 +82,7 @@ def run_bench(target: str, methods: list[Method], datasets: list[str], temperatu
         rows.append(Row(method.name, dataset, temperature, round(run.tokens_per_second, 2),
                         round(run.tokens_per_second / base, 3) if base else float("nan"),
                         round(run.acceptance_length, 3), [round(x, 3) for x in run.acceptance_per_position],
-                        run.output_tokens, round(run.seconds, 1)))
+                        None if run.draft_time_share is None else round(run.draft_time_share, 3), run.output_tokens, round(run.seconds, 1)))
     if out:
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text(json.dumps([asdict(r) for r in rows], indent=1))
@@ -89,9 +91,11 @@ def run_bench(target: str, methods: list[Method], datasets: list[str], temperatu
 
 
 def markdown_table(rows: list[Row]) -> str:
-    lines = ["| dataset | T | method | tokens/s | speed-up | acceptance length | per-position acceptance |",
-             "|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | T | method | tokens/s | speed-up | acceptance length | per-position acceptance | draft time |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        share = "" if r.draft_time_share is None else f"{r.draft_time_share:.0%}"
         lines.append(f"| {r.dataset} | {r.temperature:g} | {r.method} | {r.tokens_per_second:.1f} | {r.speedup:.2f}x "
-                     f"| {r.acceptance_length:.2f} | {', '.join(f'{x:.2f}' for x in r.acceptance_per_position)} |")
+                     f"| {r.acceptance_length:.2f} | {', '.join(f'{x:.2f}' for x in r.acceptance_per_position)} "
+                     f"| {share} |")
     return "\n".join(lines)

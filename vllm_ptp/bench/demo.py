@@ -1,4 +1,5 @@
-"""Offline demo: the embedded default target with and without a CP-heads draft, batch 1, greedy."""
+"""Offline demo: the embedded default target without speculation, with the shipped PTP draft and with the shipped
+CP heads (rank 8), batch 1, greedy."""
 from __future__ import annotations
 
 import os
@@ -7,8 +8,8 @@ from pathlib import Path
 SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "drafts"
 
 
-def default_draft() -> Path:
-    return SHIPPED / "cp_smollm2_r8"
+def default_drafts() -> list[Path]:
+    return [SHIPPED / "ptp_smollm2", SHIPPED / "cp_smollm2_r8"]
 
 
 def chat_prompts(target: str, n: int) -> list[str]:
@@ -20,24 +21,28 @@ def chat_prompts(target: str, n: int) -> list[str]:
             for c in load_conversations("sharegpt", "heldout", n, seed=0)]
 
 
-def run_demo(target: str, draft: str | None, prompts: int, max_tokens: int) -> None:
+def run_demo(target: str, drafts: list[str] | None, prompts: int, max_tokens: int) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     from vllm import SamplingParams
 
     from vllm_ptp.bench.measure import generate
-    draft = str(draft or default_draft())
+    from vllm_ptp.models.checkpoint import speculators_type
+    drafts = [str(d) for d in (drafts or default_drafts())]
     texts = chat_prompts(target, prompts)
     params = SamplingParams(temperature=0, max_tokens=max_tokens)
     engine = {"enforce_eager": True, "max_model_len": 2048}
-    print(f"target {target}\ndraft  {draft}\n{len(texts)} held-out ShareGPT prompts, batch 1, greedy, "
+    print(f"target {target}\ndrafts {', '.join(drafts)}\n{len(texts)} held-out ShareGPT prompts, batch 1, greedy, "
           f"max {max_tokens} new tokens")
     plain = generate(target, texts, params, one_at_a_time=True, **engine)
-    spec = generate(target, texts, params, {"model": draft}, one_at_a_time=True, **engine)
-    same = sum(a == b for a, b in zip(plain.outputs, spec.outputs))
-    print(f"\n{'':22}{'tokens/s':>10}{'accept. length':>16}")
-    print(f"{'no speculation':22}{plain.tokens_per_second:10.1f}{1.0:16.2f}")
-    print(f"{'CP heads':22}{spec.tokens_per_second:10.1f}{spec.acceptance_length:16.2f}")
-    print(f"speed-up {spec.tokens_per_second / plain.tokens_per_second:.2f}x; per-position acceptance "
-          f"{[round(x, 2) for x in spec.acceptance_per_position]}; identical outputs {same}/{len(texts)} "
-          f"(bf16 verification may flip near-ties; the tests check equality in float32)")
-    print(f"\nfirst answer: {spec.texts[0][:300]!r}")
+    runs = [(f"{speculators_type(d)}: {Path(d).name}", generate(target, texts, params, {"model": d},
+                                                                one_at_a_time=True, **engine)) for d in drafts]
+    print(f"\n{'':28}{'tokens/s':>9}{'speed-up':>10}{'accept. length':>16}{'draft time':>12}  identical  "
+          f"per-position acceptance")
+    print(f"{'no speculation':28}{plain.tokens_per_second:9.1f}{1.0:9.2f}x{1.0:16.2f}")
+    for name, run in runs:
+        same = sum(a == b for a, b in zip(plain.outputs, run.outputs))
+        print(f"{name:28}{run.tokens_per_second:9.1f}{run.tokens_per_second / plain.tokens_per_second:9.2f}x"
+              f"{run.acceptance_length:16.2f}{run.draft_time_share or 0:12.0%}  {same:>4}/{len(texts):<4}  "
+              f"{[round(x, 2) for x in run.acceptance_per_position]}")
+    print("(bf16 verification may flip near-ties between runs; the tests check equality in float32)")
+    print(f"\nfirst answer: {runs[0][1].texts[0][:300]!r}")

@@ -2,8 +2,12 @@
 from __future__ import annotations
 
 import gc
+import json
+import os
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 
 @dataclass
@@ -15,6 +19,7 @@ class EngineRun:
     draft_tokens: int = 0
     accepted: int = 0
     accepted_per_position: list[int] = field(default_factory=list)
+    draft_seconds: float | None = None  # time inside our drafters (vllm-ptp methods only)
 
     @property
     def output_tokens(self) -> int:
@@ -28,6 +33,10 @@ class EngineRun:
     def acceptance_length(self) -> float:
         """Tokens per target step over the steps that verified a draft: 1 + accepted drafts per step."""
         return 1 + self.accepted / self.drafts if self.drafts else 1.0
+
+    @property
+    def draft_time_share(self) -> float | None:
+        return self.draft_seconds / self.seconds if self.draft_seconds is not None and self.seconds else None
 
     @property
     def acceptance_per_position(self) -> list[float]:
@@ -74,10 +83,25 @@ def run_prompts(llm, prompts, params, one_at_a_time: bool = False) -> EngineRun:
 
 
 def generate(target, prompts, params, speculative_config=None, one_at_a_time=False, **engine_kwargs) -> EngineRun:
-    """One fresh engine, one run, engine released."""
-    llm = make_engine(target, speculative_config, **engine_kwargs)
-    try:
-        return run_prompts(llm, prompts, params, one_at_a_time)
-    finally:
-        del llm
-        gc.collect()
+    """One fresh engine, one run, engine released. The engine's processes report our drafters' time through a file
+    (vllm_seam.DraftTimer); it stays None for methods that are not ours."""
+    from vllm_ptp.vllm_seam import DRAFT_TIME_FILE
+    with tempfile.TemporaryDirectory() as scratch:
+        timer_file = Path(scratch) / "draft_time.json"
+        previous = os.environ.get(DRAFT_TIME_FILE)
+        os.environ[DRAFT_TIME_FILE] = str(timer_file)
+        try:
+            llm = make_engine(target, speculative_config, **engine_kwargs)
+        finally:
+            if previous is None:
+                os.environ.pop(DRAFT_TIME_FILE)
+            else:
+                os.environ[DRAFT_TIME_FILE] = previous
+        try:
+            run = run_prompts(llm, prompts, params, one_at_a_time)
+        finally:
+            del llm
+            gc.collect()
+        if timer_file.exists():
+            run.draft_seconds = json.loads(timer_file.read_text())["seconds"]
+        return run

