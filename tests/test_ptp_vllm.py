@@ -124,3 +124,17 @@ def test_vllm_draft_equals_plain_torch_draft(tiny_target, draft_name, request, m
         assert torch.equal(picks, step["ids"].cpu())
         checked += 1
     assert checked >= 3
+
+
+def test_ptp_runs_as_eagle3_parallel_drafting_on_the_v1_runner(tiny_target, tiny_ptp):
+    from vllm.engine.arg_utils import EngineArgs
+    config = EngineArgs(model=str(tiny_target), dtype="float32", enforce_eager=True, max_model_len=256,
+                        speculative_config={"model": str(tiny_ptp)}).create_engine_config()
+    spec = config.speculative_config
+    assert (spec.method, spec.parallel_drafting, spec.num_speculative_tokens) == ("eagle3", True, 4)
+    assert vllm_seam.serves_ptp(spec)
+    assert "speculative method 'ptp' (vllm-ptp)" in config._get_v2_model_runner_unsupported_features()
+    plain = EngineArgs(model=str(tiny_target), dtype="float32", enforce_eager=True,
+                       max_model_len=256).create_engine_config()
+    assert not vllm_seam.serves_ptp(plain.speculative_config)
+    assert not any("vllm-ptp" in f for f in plain._get_v2_model_runner_unsupported_features())
