@@ -74,8 +74,8 @@ class Batch:
 
 
 class PTPExamples:
-    def __init__(self, data: PTPTeacherData, to_draft: torch.Tensor, args: PTPTrainArgs, mask_token_id: int):
-        self.data, self.to_draft, self.args, self.mask_token_id = data, to_draft, args, mask_token_id
+    def __init__(self, data: PTPTeacherData, to_draft: torch.Tensor, args: PTPTrainArgs):
+        self.data, self.to_draft, self.args = data, to_draft, args
 
     def sequence(self, s: int, g: torch.Generator) -> dict | None:
         d, a, K = self.data, self.args, self.args.slots
@@ -275,7 +275,7 @@ def train_ptp(args: PTPTrainArgs) -> Path:
     model.to(device)
     model.embed = embed.to(device)
     teacher_head = lm_head[draft_vocab].to(device)
-    examples = PTPExamples(data, to_draft, args, config.mask_token_id)
+    examples = PTPExamples(data, to_draft, args)
 
     # Held out: whole sequences (positions of one sequence are not independent).
     order = torch.randperm(data.num_sequences, generator=torch.Generator().manual_seed(args.seed))
