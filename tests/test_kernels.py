@@ -36,16 +36,52 @@ COMBOS = list(product(TEMPS, TOPKS, TOPPS))  # 18 row settings
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+# VLLM_PTP_TEST_DEVICE=cuda runs the same kernel-vs-reference tests on the compiled kernels (a GPU check; CI has none).
+TEST_DEVICE = torch.device(os.environ.get("VLLM_PTP_TEST_DEVICE", "cpu"))
+
+
+class OnDevice:
+    """The triton_sampling module with tensor arguments moved to `device` and tensor results brought back to the CPU,
+    so each test builds its inputs and checks its outputs on the CPU whichever device runs the kernels."""
+
+    def __init__(self, module, device: torch.device):
+        self.module, self.device = module, device
+
+    def _to(self, x, device):
+        if isinstance(x, torch.Tensor):
+            return x.to(device)
+        if isinstance(x, tuple):
+            return tuple(self._to(y, device) for y in x)
+        return x
+
+    def __getattr__(self, name):
+        attr = getattr(self.module, name)
+        if not callable(attr):
+            return attr
+
+        def call(*args, **kwargs):
+            out = attr(*self._to(args, self.device), **{k: self._to(v, self.device) for k, v in kwargs.items()})
+            return self._to(out, torch.device("cpu"))
+        return call
+
+
 @pytest.fixture(scope="module")
 def T():
-    """triton_sampling with its kernels interpreted (TRITON_INTERPRET=1 while this module's tests run)."""
+    """triton_sampling: interpreted (TRITON_INTERPRET=1 while this module's tests run), or compiled on CUDA."""
     if not HAVE_TRITON:
         pytest.skip("triton is not installed")
+    if TEST_DEVICE.type == "cuda":
+        if not torch.cuda.is_available():
+            pytest.fail("VLLM_PTP_TEST_DEVICE=cuda but torch sees no GPU")
+        from vllm_ptp.kernels import triton_sampling
+        assert not triton_sampling.interpreting()
+        yield OnDevice(triton_sampling, TEST_DEVICE)
+        return
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("TRITON_INTERPRET", "1")
         from vllm_ptp.kernels import triton_sampling
         assert triton_sampling.interpreting()
-        yield triton_sampling
+        yield OnDevice(triton_sampling, TEST_DEVICE)
 
 
 def rows(N, V, dtype, combos=COMBOS, seed=0, scale=2.0):
@@ -120,6 +156,7 @@ def test_pick_and_interval_match_reference(T, dtype, V, N, cfg):
     big = [(0.7, 50, 0.9), (1.5, 0, 0.9), (1.0, 0, 1.0), (0.0, 0, 1.0)]
     logits, temp, top_k, top_p, u = rows(N, V, DTYPES[dtype], COMBOS if V <= 5000 else big, seed=V + N)
     compare_with_reference(T, logits, temp, top_k, top_p, u, **cfg)
+    compare_with_reference(T, logits, temp, None, None, u, **cfg)  # the chunked path (no top-k / top-p)
 
 
 @needs_triton
@@ -146,8 +183,11 @@ def test_ties_and_minus_inf(T):
 
 
 @needs_triton
-def test_interval_round_trip(T):
+@pytest.mark.parametrize("cuts", [True, False], ids=["top-k/top-p", "chunked"])
+def test_interval_round_trip(T, cuts):
     logits, temp, top_k, top_p, u = rows(9, 5000, torch.bfloat16, COMBOS[::2], seed=7)
+    if not cuts:
+        top_k = top_p = None
     cfg = {"block": 1024}
     tok, _ = T.pick(logits, temp, top_k, top_p, u, **cfg)
     left, right = T.cdf_interval(logits, temp, top_k, top_p, tok, **cfg)
@@ -155,7 +195,7 @@ def test_interval_round_trip(T):
     last_inside = torch.nextafter(right, torch.zeros_like(right))
     us = torch.cat([left, last_inside, (left + right) / 2, below, right])
     n = len(tok)
-    rep = lambda t: t.repeat(5, *([1] * (t.dim() - 1)))  # noqa: E731
+    rep = lambda t: None if t is None else t.repeat(5, *([1] * (t.dim() - 1)))  # noqa: E731
     got, _ = T.pick(rep(logits), rep(temp), rep(top_k), rep(top_p), us.clamp(max=1 - 2 ** -24), **cfg)
     got = got.view(5, n)
     assert (got[:3] == tok).all(), "a u inside [left, right) did not give the token back"
@@ -171,6 +211,32 @@ def test_interval_round_trip(T):
         inside = torch.stack([rl, torch.nextafter(rr, torch.zeros_like(rr)), (rl + rr) / 2])[:, nz]
         for uu in inside:
             assert (ref.pick(uu, probs[nz]) == t).all()
+
+
+@needs_triton
+@pytest.mark.parametrize("cuts", [True, False], ids=["top-k/top-p", "chunked"])
+def test_intervals_tile_the_unit_interval(T, cuts):
+    """Every token's interval, in token-id order, starts where the previous nonzero one ended: [0, 1) is cut into
+    the intervals exactly, across the chunk boundaries too (V = 64 in blocks of 4: 4 chunks of 16), and a pick at
+    each interval's ends gives its token."""
+    logits, temp, top_k, top_p, _ = rows(6, 64, torch.float32, [(0.7, 0, 1.0), (1.5, 9, 0.9), (1.0, 0, 1.0)], seed=9)
+    logits[2, 16:32] = float("-inf")  # a whole chunk without mass
+    if not cuts:
+        top_k = top_p = None
+    n, V = logits.shape
+    toks = torch.arange(V).repeat(n)
+    rep = lambda t: None if t is None else t.repeat_interleave(V, dim=0)  # noqa: E731
+    left, right = T.cdf_interval(rep(logits), rep(temp), rep(top_k), rep(top_p), toks, block=4)
+    left, right = left.view(n, V), right.view(n, V)
+    for i in range(n):
+        nz = (right[i] > left[i]).nonzero().flatten()
+        assert left[i, nz[0]] == 0 and right[i, nz[-1]] == 1
+        assert torch.equal(right[i, nz[:-1]], left[i, nz[1:]]), f"row {i}: a gap or overlap between intervals"
+        us = torch.cat([left[i, nz], torch.nextafter(right[i, nz], torch.zeros(len(nz)))])
+        m = len(us)
+        got, _ = T.pick(logits[i].expand(m, V).contiguous(), temp[i].expand(m), None if top_k is None else
+                        top_k[i].expand(m), None if top_p is None else top_p[i].expand(m), us, block=4)
+        assert torch.equal(got, torch.cat([nz, nz]))
 
 
 @needs_triton
@@ -260,6 +326,8 @@ def test_backend_selection(monkeypatch):
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
 def test_dispatched_entry_points(backend, monkeypatch, request):
     if backend == "triton":
+        if TEST_DEVICE.type == "cuda":
+            pytest.skip("forced Triton on CPU tensors is the interpreter's case; see test_auto_dispatch_on_cuda")
         request.getfixturevalue("T")
     monkeypatch.setenv("VLLM_PTP_KERNELS", backend)
     logits, temp, top_k, top_p, u = rows(6, 300, torch.float32, COMBOS[1::3], seed=2)
@@ -282,6 +350,8 @@ def test_dispatched_entry_points(backend, monkeypatch, request):
 @pytest.mark.parametrize("backend", ["torch", pytest.param("triton", marks=needs_triton)])
 def test_bad_input_raises(backend, monkeypatch, request):
     if backend == "triton":
+        if TEST_DEVICE.type == "cuda":
+            pytest.skip("forced Triton on CPU tensors is the interpreter's case; see test_auto_dispatch_on_cuda")
         request.getfixturevalue("T")
     monkeypatch.setenv("VLLM_PTP_KERNELS", backend)
     N, V = 3, 11
@@ -319,6 +389,28 @@ def test_bad_input_raises(backend, monkeypatch, request):
         assert tok[1] == -1 and math.isnan(ptok[1]) and (tok[[0, 2]] >= 0).all()
         left, right = kernels.cdf_interval(bad, temp, None, None, torch.zeros(N, dtype=torch.long), check=False)
         assert math.isnan(left[1]) and math.isnan(right[1]) and not left[[0, 2]].isnan().any()
+
+
+@needs_triton
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_auto_dispatch_on_cuda(monkeypatch):
+    """CUDA tensors take the compiled kernels by default, agree with the reference, and get the same input checks."""
+    monkeypatch.delenv("VLLM_PTP_KERNELS", raising=False)
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert kernels.backend("cuda") == "triton"
+    logits, temp, top_k, top_p, u = rows(32, 49152, torch.bfloat16, COMBOS, seed=4)
+    on = [x.cuda() for x in (logits, temp, top_k, top_p, u)]
+    tok, ptok, probs = kernels.pick_from_logits(*on, return_probs=True)
+    assert tok.is_cuda and probs.is_cuda
+    rprobs = ref.processed_probs(logits, temp, top_k, top_p)
+    same = ((probs.cpu() > 0) == (rprobs > 0)).all(-1)
+    assert torch.allclose(probs.cpu()[same], rprobs[same], rtol=1e-5, atol=1e-8)
+    left, right = kernels.cdf_interval(*on[:4], tok)
+    assert bool(((left <= on[4]) & (on[4] < right)).all())
+    with pytest.raises(ValueError, match="NaN"):
+        kernels.pick_from_logits(on[0].index_fill(1, torch.tensor([3], device="cuda"), float("nan")), *on[1:])
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        kernels.pick_from_logits(*on[:4], torch.ones_like(on[4]))
 
 
 # ---- the references' own contract (no triton needed) ----

@@ -2,7 +2,12 @@
 
 Semantics are those of `vllm_ptp.kernels.reference` (the oracle the tests hold these to):
 
-* `pick` - one program per row streams the logits in blocks. Pass 1 keeps the raw maximum and its first index (the
+* Without top-k / top-p (the whole batch; PTP's usual case) `pick` and `cdf_interval` take the chunked path: an
+  (N, S) grid writes each chunk's raw max, its first index and its normaliser; then one program per row combines
+  them into the chunk boundaries B_s (every program with the same arithmetic) and walks only the chunk that holds u
+  (or the token). About one read of the logits, spread over the GPU even for N = 1; the probabilities, when asked
+  for, are written by an (N, S) grid. See `_split_walk_kernel` for the exact interval rule at chunk edges.
+* With top-k / top-p, `pick` is one program per row streaming the logits in blocks. Pass 1 keeps the raw maximum and its first index (the
   greedy token) and the online softmax normaliser (running max + rescaled sum) of the scaled logits, which NaN or
   +inf logits turn into NaN: such rows (and rows without a finite logit) give token -1 / probability NaN.
   With top-k and top-p off the only other pass is the CDF walk in token-id order, which stops at the block holding
@@ -228,6 +233,144 @@ def _sample_kernel(logits_ptr, stride_row, temp_ptr, topk_ptr, topp_ptr, u_ptr, 
         tl.store(b_out_ptr + row, right)
 
 
+def _split_stats_kernel(logits_ptr, stride_row, temp_ptr, mraw_ptr, arg_ptr, z_ptr, V, S,
+                        CHUNK: tl.constexpr, BLOCK: tl.constexpr):
+    """Grid (N, S): raw max, its first index and the softmax normaliser (relative to the chunk's own scaled max) of
+    chunk s = [s * CHUNK, (s + 1) * CHUNK) of the row, written to [N, S] buffers."""
+    row = tl.program_id(0).to(tl.int64)
+    s = tl.program_id(1)
+    base = logits_ptr + row * stride_row
+    offs = tl.arange(0, BLOCK)
+    temp = tl.load(temp_ptr + row).to(tl.float32)
+    scale = tl.where(temp <= 0.0, 1.0, temp)
+    neg_inf = float("-inf")
+    mraw = tl.full([], neg_inf, tl.float32)
+    amax = tl.full([], 0, tl.int32)
+    z = tl.full([], 0, tl.float32)
+    for b in range(0, CHUNK, BLOCK):
+        start = s * CHUNK + b
+        idx = start + offs
+        raw = tl.load(base + idx, mask=idx < V, other=neg_inf).to(tl.float32)
+        bmax, barg = tl.reduce((raw, offs), 0, _ARGMAX)
+        amax = tl.where(bmax > mraw, start + barg, amax)
+        mnew = tl.maximum(mraw, bmax)
+        ref_old = tl.math.div_rn(mraw, scale)
+        ref_new = tl.math.div_rn(mnew, scale)
+        ref_new = tl.where(ref_new == neg_inf, 0.0, ref_new)
+        x = tl.math.div_rn(raw, scale)
+        z = z * tl.exp(ref_old - ref_new) + tl.reduce(tl.exp(x - ref_new), 0, _SUM)
+        mraw = mnew
+    tl.store(mraw_ptr + row * S + s, mraw)
+    tl.store(arg_ptr + row * S + s, amax)
+    tl.store(z_ptr + row * S + s, z)
+
+
+def _split_walk_kernel(logits_ptr, stride_row, temp_ptr, u_ptr, tok_in_ptr, mraw_ptr, arg_ptr, z_ptr,
+                       tok_out_ptr, a_out_ptr, b_out_ptr, probs_ptr, V, S,
+                       MODE: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr, S_PAD: tl.constexpr):
+    """Grid (N,) for MODE 0 (pick) and 1 (interval); grid (N, S) for MODE 2 (write the probabilities of chunk s).
+    Every program combines the row's chunk statistics with the same arithmetic, so all agree on the chunk
+    boundaries B_s = (sum of chunk masses up to s) / Z. pick walks only the chunk s* holding u (the first with
+    B_s > u), starting at its lower boundary; a u that rounding lets walk past the chunk's end takes the chunk's last
+    nonzero token. The interval of t clips the in-chunk walk to [B_{s-1}, B_s) (the row's last nonzero token ends at
+    1), so pick(u) == t exactly for every float32 u in it."""
+    row = tl.program_id(0).to(tl.int64)
+    base = logits_ptr + row * stride_row
+    offs = tl.arange(0, BLOCK)
+    sidx = tl.arange(0, S_PAD)
+    smask = sidx < S
+    neg_inf = float("-inf")
+    temp = tl.load(temp_ptr + row).to(tl.float32)
+    greedy = temp <= 0.0
+    scale = tl.where(greedy, 1.0, temp)
+    mr = tl.load(mraw_ptr + row * S + sidx, mask=smask, other=neg_inf)
+    ar = tl.load(arg_ptr + row * S + sidx, mask=smask, other=V)
+    zs = tl.load(z_ptr + row * S + sidx, mask=smask, other=0.0)
+    mraw = tl.reduce(mr, 0, _MAX)
+    amax = tl.reduce(tl.where(mr == mraw, ar, V), 0, _MIN)
+    m = tl.math.div_rn(mraw, scale)
+    mass = tl.where(smask, zs * tl.exp(tl.math.div_rn(mr, scale) - m), 0.0)
+    z = tl.reduce(mass, 0, _SUM)
+    bad = (z != z) | (mraw == neg_inf)
+    r = 1.0 / z
+    cum = tl.associative_scan(mass, 0, _SUM)
+    upper = cum * r
+    last_chunk = tl.reduce(tl.where(mass > 0.0, sidx, -1), 0, _MAX)
+    load_limit = tl.where(greedy | bad, 0, V)
+
+    if MODE == 2:
+        s = tl.program_id(1)
+        for b in range(0, CHUNK, BLOCK):
+            idx = s * CHUNK + b + offs
+            valid = idx < V
+            raw = tl.load(base + idx, mask=idx < load_limit, other=neg_inf).to(tl.float32)
+            p = tl.exp(tl.math.div_rn(raw, scale) - m) * r
+            p = tl.where(greedy, tl.where(idx == amax, 1.0, 0.0), p)
+            p = tl.where(bad, float("nan"), p)
+            tl.store(probs_ptr + row * V + idx, p, mask=valid)
+    else:
+        if MODE == 0:
+            u = tl.load(u_ptr + row).to(tl.float32)
+            s = tl.minimum(tl.reduce(tl.where(smask & (upper > u), sidx, S), 0, _MIN), last_chunk)
+        else:
+            t = tl.load(tok_in_ptr + row).to(tl.int32)
+            s = t // CHUNK
+        s = tl.maximum(s, 0)
+        lower = tl.reduce(tl.where(sidx < s, upper, 0.0), 0, _MAX)
+        run = tl.reduce(tl.where(sidx < s, cum, 0.0), 0, _MAX)
+        top = tl.reduce(tl.where(sidx == s, upper, 0.0), 0, _MAX)
+        start = s * CHUNK
+        end = tl.minimum(start + CHUNK, V)
+        found = tl.full([], V, tl.int32)
+        lastpos = tl.full([], -1, tl.int32)
+        if MODE == 0:
+            while (start < end) & (found == V) & (load_limit > 0):
+                idx = start + offs
+                valid = idx < end
+                raw = tl.load(base + idx, mask=valid & (idx < load_limit), other=neg_inf).to(tl.float32)
+                e = tl.exp(tl.math.div_rn(raw, scale) - m)
+                cn = (run + tl.associative_scan(e, 0, _SUM)) * r
+                pos = e > 0.0
+                found = tl.minimum(found, tl.reduce(tl.where(pos & (cn > u), idx, V), 0, _MIN))
+                lastpos = tl.maximum(lastpos, tl.reduce(tl.where(pos, idx, -1), 0, _MAX))
+                run += tl.reduce(e, 0, _SUM)
+                start += BLOCK
+            tok = tl.where(found < V, found, tl.where(lastpos >= 0, lastpos, amax))
+            tok = tl.where(greedy, amax, tok)
+            raw_t = tl.load(base + tok, mask=(greedy == 0) & (bad == 0), other=neg_inf).to(tl.float32)
+            prob = tl.where(greedy, 1.0, tl.exp(tl.math.div_rn(raw_t, scale) - m) * r)
+            tl.store(tok_out_ptr + row, tl.where(bad, -1, tok).to(tl.int64))
+            tl.store(a_out_ptr + row, tl.where(bad, float("nan"), prob))
+        else:
+            left = lower
+            cn_t = tl.full([], 0, tl.float32)
+            while (start < end) & (lastpos <= t) & (load_limit > 0):
+                idx = start + offs
+                valid = idx < end
+                raw = tl.load(base + idx, mask=valid & (idx < load_limit), other=neg_inf).to(tl.float32)
+                e = tl.exp(tl.math.div_rn(raw, scale) - m)
+                cn = (run + tl.associative_scan(e, 0, _SUM)) * r
+                pos = e > 0.0
+                left = tl.maximum(left, tl.reduce(tl.where(pos & (idx < t), cn, 0.0), 0, _MAX))
+                cn_t += tl.reduce(tl.where(idx == t, cn, 0.0), 0, _SUM)
+                lastpos = tl.maximum(lastpos, tl.reduce(tl.where(pos, idx, -1), 0, _MAX))
+                run += tl.reduce(e, 0, _SUM)
+                start += BLOCK
+            raw_t = tl.load(base + t, mask=(greedy == 0) & (bad == 0), other=neg_inf).to(tl.float32)
+            positive = tl.exp(tl.math.div_rn(raw_t, scale) - m) > 0.0
+            right = tl.where(t == lastpos, tl.where(s == last_chunk, 1.0, top), tl.minimum(cn_t, top))
+            left = tl.minimum(left, 1.0)
+            right = tl.where(positive, tl.maximum(tl.minimum(right, 1.0), left), left)
+            beyond = (positive == 0) & ((s > last_chunk) | ((s == last_chunk) & (t > lastpos)))
+            left = tl.where(beyond, 1.0, left)
+            right = tl.where(beyond, 1.0, right)
+            # Greedy: one-hot at the first maximum.
+            left = tl.where(greedy, tl.where(t > amax, 1.0, 0.0), left)
+            right = tl.where(greedy, tl.where(t >= amax, 1.0, 0.0), right)
+            tl.store(a_out_ptr + row, tl.where(bad, float("nan"), left))
+            tl.store(b_out_ptr + row, tl.where(bad, float("nan"), right))
+
+
 def _cp_kernel(logw_ptr, logw_s0, logw_s1, comp_ptr, comp_s0, comp_s1, comp_s2, tok_ptr,
                next_ptr, next_s0, next_s1, next_s2, out_logw_ptr, q_ptr, q_stride, R, V,
                UPDATE: tl.constexpr, R_PAD: tl.constexpr, BLOCK: tl.constexpr):
@@ -291,14 +434,17 @@ def _next_pow2(n: int) -> int:
 def launch_config(V: int, device: torch.device, block: int | None = None, search_block: int | None = None) -> dict:
     """Block sizes of the sampling kernel. pick and cdf_interval must use the same ones (their bits agree then)."""
     if interpreting() or device.type != "cuda":
-        # The interpreter's cost is per op, not per element: few large blocks, many probes (fewer search passes).
+        # The interpreter's cost is per op, not per element: few large blocks, many probes (fewer search passes),
+        # and about 4 chunks per row so that the chunked path's boundaries are exercised.
         block = block or min(32768, max(16, _next_pow2(V)))
         search_block = search_block or block
-        return {"BLOCK": block, "SEARCH_BLOCK": search_block,
+        return {"BLOCK": block, "SEARCH_BLOCK": search_block, "CHUNK": block * triton.cdiv(triton.cdiv(V, block), 4),
                 "NPROBE": max(16, min(256, (1 << 20) // search_block)), "num_warps": 4}
     block = block or min(2048, max(128, _next_pow2(V)))
     search_block = search_block or min(block, 512)
-    return {"BLOCK": block, "SEARCH_BLOCK": search_block, "NPROBE": NPROBE, "num_warps": 8 if block >= 2048 else 4}
+    chunk_block = min(block, 1024)
+    return {"BLOCK": block, "SEARCH_BLOCK": search_block, "CHUNK_BLOCK": chunk_block, "CHUNK": 4 * chunk_block,
+            "NPROBE": NPROBE, "num_warps": 8 if block >= 2048 else 4}
 
 
 def _require_launchable(device: torch.device) -> None:
@@ -330,7 +476,9 @@ def _sample(logits, temperature, top_k, top_p, u, tokens, mode, write_probs, blo
         tok_out = tok_in
         b_out = torch.empty(N, device=dev, dtype=torch.float32)
     probs = torch.empty(N, V, device=dev, dtype=torch.float32) if write_probs else a_out
-    if N > 0:
+    if N > 0 and top_k is None and top_p is None:
+        _sample_chunked(logits, temperature, u_t, tok_in, tok_out, a_out, b_out, probs, mode, write_probs, cfg)
+    elif N > 0:
         _jit(_sample_kernel)[(N,)](
             logits, logits.stride(0), temperature, topk_t, topp_t, u_t, tok_in,
             tok_out, a_out, b_out, probs, V if write_probs else 0, V,
@@ -340,6 +488,25 @@ def _sample(logits, temperature, top_k, top_p, u, tokens, mode, write_probs, blo
     if mode == 0:
         return (tok_out, a_out, probs) if write_probs else (tok_out, a_out)
     return a_out, b_out
+
+
+def _sample_chunked(logits, temperature, u, tok_in, tok_out, a_out, b_out, probs, mode, write_probs, cfg) -> None:
+    """Without top-k / top-p: chunk statistics over an (N, S) grid, then one walk of one chunk per row (and, for
+    the probabilities, an (N, S) grid writing them): about one read of the logits, spread over the whole GPU."""
+    N, V = logits.shape
+    chunk, block = cfg["CHUNK"], cfg.get("CHUNK_BLOCK", cfg["BLOCK"])
+    S = triton.cdiv(V, chunk)
+    mraw = torch.empty(N, S, device=logits.device, dtype=torch.float32)
+    arg = torch.empty(N, S, device=logits.device, dtype=torch.int32)
+    z = torch.empty(N, S, device=logits.device, dtype=torch.float32)
+    _jit(_split_stats_kernel)[(N, S)](logits, logits.stride(0), temperature, mraw, arg, z, V, S,
+                                      CHUNK=chunk, BLOCK=block, num_warps=4, enable_fp_fusion=False)
+    walk = _jit(_split_walk_kernel)
+    args = (logits, logits.stride(0), temperature, u, tok_in, mraw, arg, z, tok_out, a_out, b_out, probs, V, S)
+    meta = {"CHUNK": chunk, "BLOCK": block, "S_PAD": max(2, _next_pow2(S)), "num_warps": 4, "enable_fp_fusion": False}
+    walk[(N,)](*args, MODE=mode, **meta)
+    if write_probs:
+        walk[(N, S)](*args, MODE=2, **meta)
 
 
 def pick(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None,
