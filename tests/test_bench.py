@@ -1,21 +1,53 @@
-"""`vllm-ptp bench` runs end to end on the tiny target and records every field per method."""
+"""`vllm-ptp bench` runs end to end on the tiny target and records every field per method and setting."""
 import json
 
-from vllm_ptp.bench.compare import parse_methods, run_bench
+import pytest
+
+from vllm_ptp.bench.compare import BenchConfig, parse_methods, run_bench
+
+FIELDS = {"method", "dataset", "temperature", "batch_size", "tokens_per_second", "tokens_per_second_runs", "speedup",
+          "acceptance_length", "acceptance_per_position", "draft_time_share", "greedy_identical", "output_tokens",
+          "seconds"}
 
 
 def test_bench_end_to_end(tiny_target, tiny_cp, tiny_ptp, tmp_path):
-    out = tmp_path / "bench.json"
-    run_bench(str(tiny_target), parse_methods(["none", f"cp={tiny_cp}:2", f"ptp={tiny_ptp}:2"]), ["sharegpt"], [0.0],
-              prompts=2, max_tokens=16, out=str(out), dtype="float32")
-    rows = json.loads(out.read_text())
-    assert [r["method"] for r in rows] == ["none", "cp", "ptp"]
+    config = BenchConfig(methods=["none", f"cp={tiny_cp}:2", f"ptp={tiny_ptp}:2"], datasets=["sharegpt"],
+                         temperatures=[0.0], batch_sizes=[1, 2], prompts=2, max_tokens=16, repeats=2,
+                         identity_tokens=12, dtype="float32")
+    run_bench(str(tiny_target), config, out=tmp_path, progress=False)
+    report = json.loads((tmp_path / "bench.json").read_text())
+    assert report["config"]["repeats"] == 2 and report["wall_seconds"] > 0 and report["machine"]["cpus"]
+    rows = report["rows"]
+    assert [(r["method"], r["batch_size"]) for r in rows] == [
+        ("none", 1), ("cp", 1), ("ptp", 1), ("none", 2), ("cp", 2), ("ptp", 2)]
     for row in rows:
-        assert set(row) >= {"tokens_per_second", "speedup", "acceptance_length", "acceptance_per_position",
-                            "draft_time_share", "output_tokens", "seconds", "dataset", "temperature"}
-        assert row["output_tokens"] == 32 or row["output_tokens"] > 0
-    assert rows[0]["speedup"] == 1.0 and rows[0]["acceptance_length"] == 1.0
-    assert rows[0]["draft_time_share"] is None
-    for row in rows[1:]:
-        assert len(row["acceptance_per_position"]) == 2 and row["acceptance_length"] >= 1.0
+        assert set(row) == FIELDS
+        assert len(row["tokens_per_second_runs"]) == 2 and row["output_tokens"] > 0
+    for row in rows[0], rows[3]:
+        assert row["speedup"] == 1.0 and row["acceptance_length"] == 1.0
+        assert row["draft_time_share"] is None and row["greedy_identical"] is None
+    for row in rows[1:3] + rows[4:]:
+        assert len(row["acceptance_per_position"]) == 2 and row["acceptance_length"] > 1.0
         assert 0.0 < row["draft_time_share"] < 1.0
+        assert row["greedy_identical"] is True  # float32 greedy: lossless
+    assert "| sharegpt | 0 | 2 | ptp |" in (tmp_path / "bench.md").read_text()
+    assert (tmp_path / "bench.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_bench_config_errors(tmp_path):
+    bad = tmp_path / "bench.json"
+    bad.write_text(json.dumps({"methods": ["none"], "batch_size": [1]}))
+    with pytest.raises(ValueError, match=r"bench.json: unknown field\(s\) \['batch_size'\]"):
+        BenchConfig.from_file(bad)
+    bad.write_text(json.dumps({"methods": ["none"], "batch_sizes": [0]}))
+    with pytest.raises(ValueError, match="bench.json: batch_sizes must be integers >= 1"):
+        BenchConfig.from_file(bad)
+    bad.write_text("{not json")
+    with pytest.raises(ValueError, match="cannot read a JSON bench config"):
+        BenchConfig.from_file(bad)
+    with pytest.raises(ValueError, match="config.json not found"):
+        parse_methods([f"x={tmp_path}"])
+    with pytest.raises(ValueError, match="expected 'none'"):
+        parse_methods(["eagle"])
+    with pytest.raises(ValueError, match="unique"):
+        parse_methods(["none", "none"])

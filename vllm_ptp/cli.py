@@ -72,9 +72,16 @@ def cmd_demo(a: argparse.Namespace) -> None:
 
 
 def cmd_bench(a: argparse.Namespace) -> None:
-    from vllm_ptp.bench.compare import parse_methods, run_bench
-    run_bench(_target(a.target), parse_methods(a.methods), a.datasets, a.temperatures, a.prompts, a.max_tokens,
-              a.out, dtype=a.dtype)
+    from vllm_ptp.bench.compare import BenchConfig, run_bench
+    given = {"methods": a.methods, "target": a.target, "datasets": a.datasets, "temperatures": a.temperatures,
+             "batch_sizes": a.batch_sizes, "prompts": a.prompts, "max_tokens": a.max_tokens, "repeats": a.repeats,
+             "identity_tokens": a.identity_tokens, "dtype": a.dtype, "seed": a.seed}
+    if a.config:
+        config = BenchConfig.from_file(a.config, **given)
+    else:
+        config = BenchConfig(**{k: v for k, v in given.items() if v is not None})
+        config.check("command line")
+    run_bench(_target(config.target), config, out=a.out)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -126,16 +133,23 @@ def main(argv: list[str] | None = None) -> None:
     demo.add_argument("--max-tokens", type=int, default=128)
     demo.set_defaults(func=cmd_demo)
 
-    bench = sub.add_parser("bench", help="methods side by side on held-out prompts (batch 1)")
+    bench = sub.add_parser("bench", help="methods side by side on held-out prompts: JSON, Markdown table, PNG plot")
+    bench.add_argument("--config", help="JSON file with any of the options below (e.g. examples/bench_smollm2.json); "
+                                        "options given here override it")
     bench.add_argument("--target", help="target model folder (default: the embedded SmolLM2-135M-Instruct)")
-    bench.add_argument("--methods", nargs="+", default=["none", "ngram:3"],
-                       help="none | ngram[:k] | NAME=DRAFT_DIR[:k]; put 'none' first for speed-ups")
-    bench.add_argument("--datasets", nargs="+", default=["sharegpt", "humaneval"])
-    bench.add_argument("--temperatures", nargs="+", type=float, default=[0.0, 1.0])
-    bench.add_argument("--prompts", type=int, default=8)
-    bench.add_argument("--max-tokens", type=int, default=128)
-    bench.add_argument("--dtype", default="bfloat16")
-    bench.add_argument("--out", help="write the rows as JSON here")
+    bench.add_argument("--methods", nargs="+",
+                       help="none | ngram[:k] | NAME=DRAFT_DIR[:k] (default: none ngram:3)")
+    bench.add_argument("--datasets", nargs="+", help="sharegpt | humaneval | FILE.jsonl (default: sharegpt humaneval)")
+    bench.add_argument("--temperatures", nargs="+", type=float, help="default: 0 1")
+    bench.add_argument("--batch-sizes", nargs="+", type=int, help="requests in flight together (default: 1 8)")
+    bench.add_argument("--prompts", type=int, help="prompts per set (default 8)")
+    bench.add_argument("--max-tokens", type=int, help="new tokens per prompt (default 128)")
+    bench.add_argument("--repeats", type=int, help="engines per method, order rotated between repeats (default 1)")
+    bench.add_argument("--identity-tokens", type=int,
+                       help="new tokens per prompt for the float32 greedy-identity check, 0 = skip (default 64)")
+    bench.add_argument("--dtype", help="default bfloat16")
+    bench.add_argument("--seed", type=int, help="prompt shuffle and engine seed (default 0)")
+    bench.add_argument("--out", default="bench_results", help="folder for bench.json, bench.md, bench.png")
     bench.set_defaults(func=cmd_bench)
 
     argv = sys.argv[1:] if argv is None else argv

@@ -221,6 +221,7 @@ def replacement_for_VllmConfig__get_v2_model_runner_unsupported_features(self):
 def replacement_for_GPUModelRunner___init__(self, vllm_config, device):
     original = _original("GPUModelRunner", "__init__")
     spec = vllm_config.speculative_config
+    self._vllm_ptp_draft_timer = DraftTimer()  # reads its env now, while the engine is being built
     global _runner_serves_our_method
     _runner_serves_our_method = False
     if not is_ours(spec):
@@ -251,10 +252,17 @@ def replacement_for_GPUModelRunner_propose_draft_token_ids(self, scheduler_outpu
                                                            sampling_metadata, hidden_states, sample_hidden_states,
                                                            aux_hidden_states, spec_decode_metadata,
                                                            common_attn_metadata, slot_mappings):
-    if not is_ours(self.speculative_config) or serves_ptp(self.speculative_config):
-        return _original("GPUModelRunner", "propose_draft_token_ids")(
-            self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states, sample_hidden_states,
-            aux_hidden_states, spec_decode_metadata, common_attn_metadata, slot_mappings)
+    with self._vllm_ptp_draft_timer.timing(self.device):
+        if not is_ours(self.speculative_config) or serves_ptp(self.speculative_config):
+            return _original("GPUModelRunner", "propose_draft_token_ids")(
+                self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states, sample_hidden_states,
+                aux_hidden_states, spec_decode_metadata, common_attn_metadata, slot_mappings)
+        return _propose_with_cp_drafter(self, scheduler_output, sampled_token_ids, sampling_metadata,
+                                        sample_hidden_states, spec_decode_metadata)
+
+
+def _propose_with_cp_drafter(self, scheduler_output, sampled_token_ids, sampling_metadata, sample_hidden_states,
+                             spec_decode_metadata):
     num_draft = spec_decode_metadata.num_draft_tokens if spec_decode_metadata is not None else None
     draft_ids, draft_probs = self.drafter.propose(
         sampled_token_ids, sample_hidden_states, num_draft, sampling_metadata,
@@ -295,8 +303,9 @@ DRAFT_TIME_FILE = "VLLM_PTP_DRAFT_TIME_FILE"
 
 
 class DraftTimer:
-    """Opt-in (env VLLM_PTP_DRAFT_TIME_FILE=path): wall time spent in our drafters' propose(), written to `path` as
-    {"seconds", "calls"} after every call, so a benchmark in another process can read the draft share of a run."""
+    """Opt-in (env VLLM_PTP_DRAFT_TIME_FILE=path): wall time spent in the runner's propose_draft_token_ids (the
+    drafting of every method, vLLM's own too), written to `path` as {"seconds", "calls"} after every call, so a
+    benchmark in another process can read the draft share of a run. Unset, it only yields."""
 
     def __init__(self):
         self.path = os.environ.get(DRAFT_TIME_FILE)
@@ -329,7 +338,6 @@ class VllmCPDrafter:
         self.vocab_size = vllm_config.model_config.get_vocab_size()
         self.device = device
         self.proposer = CPProposer(spec.model, device=device, dtype=vllm_config.model_config.dtype)
-        self.timer = DraftTimer()
 
     def load_model(self, target_model: torch.nn.Module) -> None:
         embed = target_model.model.embed_tokens.weight
@@ -342,10 +350,6 @@ class VllmCPDrafter:
     def propose(self, sampled_token_ids: list[list[int]], sample_hidden_states: torch.Tensor,
                 num_draft_tokens: list[int] | None, sampling_metadata, k: int):
         """-> (draft ids per request, [] where the request has no new token; draft probs [R, k, V] or None)."""
-        with self.timer.timing(torch.device(self.device)):
-            return self._propose(sampled_token_ids, sample_hidden_states, num_draft_tokens, sampling_metadata, k)
-
-    def _propose(self, sampled_token_ids, sample_hidden_states, num_draft_tokens, sampling_metadata, k):
         rows, last_tokens, active = [], [], []
         offset = 0
         for i, tokens in enumerate(sampled_token_ids):
@@ -432,11 +436,9 @@ def _ptp_proposer_class() -> type:
 
             _ptp_u: torch.Tensor | None = None
             _ptp_sampling = None
-            _ptp_timer: DraftTimer
 
             def load_model(self, target_model) -> None:
                 super().load_model(target_model)
-                self._ptp_timer = DraftTimer()
                 folder = Path(self.speculative_config.model)
                 check_fingerprint(folder / CONFIG_FILE, PTPConfig.from_checkpoint(folder).verifier,
                                   self.model.model.embed_tokens.weight)
@@ -449,8 +451,7 @@ def _ptp_proposer_class() -> type:
                                             self.device)
                 self._ptp_sampling = metadata
                 try:
-                    with self._ptp_timer.timing(torch.device(self.device)):
-                        return super().propose(*args, **kwargs)
+                    return super().propose(*args, **kwargs)
                 finally:
                     self._ptp_u = self._ptp_sampling = None
 

@@ -1,15 +1,22 @@
-"""`vllm-ptp bench`: methods side by side on held-out prompts, one fresh vLLM engine per method and setting.
+"""`vllm-ptp bench`: speculative methods side by side on held-out prompts, every ratio from the same run.
 
-Every method runs in vLLM's default multiprocess engine with the same settings (dtype, eager mode, thread binding by
-vLLM's CPU worker, NUMBA_NUM_THREADS=1), requests sent one at a time (batch 1). Reported per method: tokens/s, speed-up
-over no speculation, mean acceptance length (1 + accepted drafts per verifying step), per-position acceptance, and
-for vllm-ptp drafts the share of the run's wall time spent in the drafter (draft forward + picks).
+Each method gets a fresh vLLM engine (vLLM's default multiprocess engine, eager mode, the same dtype, vLLM's own CPU
+thread binding, NUMBA_NUM_THREADS=1) per repeat, and that engine runs every setting (prompt set x temperature x batch
+size) in turn; the method order is rotated between repeats so no method always runs first or last. Reported per
+method and setting: output tokens/s (mean over repeats), speed-up over no speculation in the same setting, mean
+acceptance length (1 + accepted drafts per verifying step), per-position acceptance, the share of the run's wall time
+spent drafting (the runner's propose step, for every method), and whether greedy outputs are identical to no
+speculation, checked in a separate float32 engine (bf16 verification flips near-ties; background.md §3).
+Methods are 'none', 'ngram[:k]' or 'NAME=DRAFT_DIR[:k]': vLLM recognises the draft's kind from its config (ours: PTP
+and CP; vLLM's own: Medusa, EAGLE-3, P-EAGLE). Writes OUT/bench.json, OUT/bench.md and OUT/bench.png.
 """
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+import platform
+import time
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 
@@ -20,82 +27,228 @@ class Method:
 
 
 @dataclass
+class BenchConfig:
+    methods: list[str] = field(default_factory=lambda: ["none", "ngram:3"])
+    target: str | None = None
+    datasets: list[str] = field(default_factory=lambda: ["sharegpt", "humaneval"])
+    temperatures: list[float] = field(default_factory=lambda: [0.0, 1.0])
+    batch_sizes: list[int] = field(default_factory=lambda: [1, 8])
+    prompts: int = 8
+    max_tokens: int = 128
+    repeats: int = 1
+    identity_tokens: int = 64  # new tokens per prompt in the float32 greedy-identity check (0: no check)
+    dtype: str = "bfloat16"
+    seed: int = 0
+    max_model_len: int | None = None  # None: the target's own
+
+    @classmethod
+    def from_file(cls, path: str | Path, **overrides) -> "BenchConfig":
+        """A JSON file with any of the fields (methods required); `overrides` that are not None win."""
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: cannot read a JSON bench config ({e})") from e
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{path}: unknown field(s) {unknown}; expected some of {sorted(known)}")
+        if "methods" not in data and overrides.get("methods") is None:
+            raise ValueError(f"{path}: field 'methods' is required (e.g. [\"none\", \"ptp=examples/drafts/ptp\"])")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        config = cls(**data)
+        config.check(str(path))
+        return config
+
+    def check(self, where: str = "bench config") -> None:
+        if not self.methods:
+            raise ValueError(f"{where}: no methods")
+        for name in ("prompts", "max_tokens", "repeats"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{where}: {name} must be >= 1, got {getattr(self, name)}")
+        if any(b < 1 for b in self.batch_sizes) or not self.batch_sizes:
+            raise ValueError(f"{where}: batch_sizes must be integers >= 1, got {self.batch_sizes}")
+        if any(t < 0 for t in self.temperatures) or not self.temperatures:
+            raise ValueError(f"{where}: temperatures must be >= 0, got {self.temperatures}")
+
+
+@dataclass
 class Row:
     method: str
     dataset: str
     temperature: float
+    batch_size: int
     tokens_per_second: float
+    tokens_per_second_runs: list[float]
     speedup: float
     acceptance_length: float
     acceptance_per_position: list[float]
     draft_time_share: float | None
+    greedy_identical: bool | None  # float32, T = 0, against no speculation; None: not checked / no speculation
     output_tokens: int
     seconds: float
 
 
 def parse_methods(specs: list[str]) -> list[Method]:
-    """'none', 'ngram[:k]', or 'NAME=DRAFT_DIR[:k]' (a vllm-ptp draft folder)."""
+    """'none', 'ngram[:k]', or 'NAME=DRAFT_DIR[:k]' (any draft folder vLLM or vllm-ptp loads)."""
     methods = []
     for spec in specs:
         if spec == "none":
             methods.append(Method("none", None))
-        elif spec.startswith("ngram"):
+        elif spec.startswith("ngram") and "=" not in spec:
             k = int(spec.split(":")[1]) if ":" in spec else 3
             methods.append(Method(f"ngram k={k}", {"method": "ngram", "num_speculative_tokens": k,
                                                    "prompt_lookup_max": 4, "prompt_lookup_min": 2}))
-        else:
+        elif "=" in spec:
             name, _, rest = spec.partition("=")
             folder, _, k = rest.partition(":")
-            config = {"model": folder, **({"num_speculative_tokens": int(k)} if k else {})}
-            methods.append(Method(name, config))
+            if not Path(folder, "config.json").is_file():
+                raise ValueError(f"method {spec!r}: {folder}/config.json not found (expected a draft folder)")
+            methods.append(Method(name, {"model": folder, **({"num_speculative_tokens": int(k)} if k else {})}))
+        else:
+            raise ValueError(f"method {spec!r}: expected 'none', 'ngram[:k]' or 'NAME=DRAFT_DIR[:k]'")
+    names = [m.name for m in methods]
+    if len(set(names)) != len(names):
+        raise ValueError(f"method names must be unique, got {names}")
     return methods
 
 
-def prompt_set(target: str, dataset: str, n: int) -> list[str]:
+def prompt_set(target: str, dataset: str, n: int, seed: int = 0) -> list[str]:
+    """Held-out chat prompts (sharegpt, humaneval) or a user JSONL of conversations, in the target's chat template."""
     from transformers import AutoTokenizer
 
     from vllm_ptp.training.data import load_conversations
     tokenizer = AutoTokenizer.from_pretrained(target)
     return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
-            for c in load_conversations(dataset, "heldout", n, seed=0)]
+            for c in load_conversations(dataset, "heldout", n, seed=seed)]
 
 
-def run_bench(target: str, methods: list[Method], datasets: list[str], temperatures: list[float], prompts: int,
-              max_tokens: int, out: str | None, dtype: str = "bfloat16") -> list[Row]:
+def run_bench(target: str, config: BenchConfig, out: str | Path | None = None, progress: bool = True) -> list[Row]:
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     from tqdm import tqdm
     from vllm import SamplingParams
 
-    from vllm_ptp.bench.measure import generate
-    rows: list[Row] = []
-    jobs = [(d, t, m) for d in datasets for t in temperatures for m in methods]
-    texts = {d: prompt_set(target, d, prompts) for d in datasets}
-    baseline: dict[tuple, float] = {}
-    for dataset, temperature, method in tqdm(jobs, desc="bench"):
-        params = SamplingParams(temperature=temperature, max_tokens=max_tokens, seed=None)
-        run = generate(target, texts[dataset], params, method.speculative_config, one_at_a_time=True,
-                       dtype=dtype, enforce_eager=True, max_model_len=None)
-        if method.speculative_config is None:
-            baseline[(dataset, temperature)] = run.tokens_per_second
-        base = baseline.get((dataset, temperature))
-        rows.append(Row(method.name, dataset, temperature, round(run.tokens_per_second, 2),
-                        round(run.tokens_per_second / base, 3) if base else float("nan"),
-                        round(run.acceptance_length, 3), [round(x, 3) for x in run.acceptance_per_position],
-                        None if run.draft_time_share is None else round(run.draft_time_share, 3), run.output_tokens, round(run.seconds, 1)))
+    from vllm_ptp.bench.measure import engine, run_prompts
+    methods = parse_methods(config.methods)
+    texts = {d: prompt_set(target, d, config.prompts, config.seed) for d in config.datasets}
+    settings = [(d, t, b) for d in config.datasets for t in config.temperatures for b in config.batch_sizes]
+    engine_kwargs = {"enforce_eager": True, "max_model_len": config.max_model_len, "seed": config.seed}
+    started = time.time()
+    runs: dict[tuple, list] = {}
+    total = len(methods) * config.repeats * len(settings) + (len(methods) if config.identity_tokens else 0)
+    bar = tqdm(total=total, desc="bench", disable=not progress)
+    for repeat in range(config.repeats):
+        shift = repeat % len(methods)
+        for method in methods[shift:] + methods[:shift]:
+            with engine(target, method.speculative_config, dtype=config.dtype, **engine_kwargs) as live:
+                for dataset, temperature, batch in settings:
+                    bar.set_postfix_str(f"{method.name} {dataset} T={temperature:g} batch {batch}")
+                    params = SamplingParams(temperature=temperature, max_tokens=config.max_tokens)
+                    runs.setdefault((method.name, dataset, temperature, batch), []).append(
+                        run_prompts(live.llm, texts[dataset], params, batch_size=batch, timer_file=live.timer_file))
+                    bar.update()
+    identical = _greedy_identity(target, methods, texts, config, engine_kwargs, bar) if config.identity_tokens else {}
+    bar.close()
+    rows = _rows(methods, settings, runs, identical)
     if out:
-        Path(out).parent.mkdir(parents=True, exist_ok=True)
-        Path(out).write_text(json.dumps([asdict(r) for r in rows], indent=1))
+        write_outputs(rows, config, target, Path(out), time.time() - started)
     print(markdown_table(rows))
     return rows
 
 
+def _greedy_identity(target, methods, texts, config, engine_kwargs, bar) -> dict[tuple, bool]:
+    """(method, dataset) -> greedy outputs identical to no speculation's, float32, all prompts batched."""
+    from vllm import SamplingParams
+
+    from vllm_ptp.bench.measure import engine, run_prompts
+    params = SamplingParams(temperature=0.0, max_tokens=config.identity_tokens)
+    outputs = {}
+    for method in methods:
+        bar.set_postfix_str(f"{method.name} greedy identity (float32)")
+        with engine(target, method.speculative_config, dtype="float32", **engine_kwargs) as live:
+            for dataset, prompts in texts.items():
+                outputs[(method.name, dataset)] = run_prompts(live.llm, prompts, params).outputs
+        bar.update()
+    return {(m.name, d): outputs[(m.name, d)] == outputs[("none", d)]
+            for m in methods for d in texts if m.speculative_config is not None and ("none", d) in outputs}
+
+
+def _rows(methods, settings, runs, identical) -> list[Row]:
+    rows = []
+    for dataset, temperature, batch in settings:
+        base = runs.get(("none", dataset, temperature, batch))
+        base_tps = sum(r.tokens_per_second for r in base) / len(base) if base else None
+        for method in methods:
+            rs = runs[(method.name, dataset, temperature, batch)]
+            tps = [r.tokens_per_second for r in rs]
+            drafts = sum(r.drafts for r in rs)
+            accepted = sum(r.accepted for r in rs)
+            per_pos = [sum(col) / drafts for col in zip(*[r.accepted_per_position for r in rs])] if drafts else []
+            seconds = sum(r.seconds for r in rs)
+            drafting = [r.draft_seconds for r in rs if r.draft_seconds is not None]
+            mean_tps = sum(tps) / len(tps)
+            rows.append(Row(
+                method=method.name, dataset=dataset, temperature=temperature, batch_size=batch,
+                tokens_per_second=round(mean_tps, 2), tokens_per_second_runs=[round(x, 2) for x in tps],
+                speedup=round(mean_tps / base_tps, 3) if base_tps else float("nan"),
+                acceptance_length=round(1 + accepted / drafts, 3) if drafts else 1.0,
+                acceptance_per_position=[round(x, 3) for x in per_pos],
+                draft_time_share=round(sum(drafting) / seconds, 3) if drafting and seconds else None,
+                greedy_identical=identical.get((method.name, dataset)),
+                output_tokens=sum(r.output_tokens for r in rs), seconds=round(seconds, 1)))
+    return rows
+
+
+def write_outputs(rows: list[Row], config: BenchConfig, target: str, out: Path, wall_seconds: float) -> None:
+    import torch
+    out.mkdir(parents=True, exist_ok=True)
+    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+               "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    report = {"config": asdict(config), "target": target, "machine": machine,
+              "wall_seconds": round(wall_seconds, 1), "rows": [asdict(r) for r in rows]}
+    (out / "bench.json").write_text(json.dumps(report, indent=1))
+    (out / "bench.md").write_text(f"Target {target}; {machine['processor']}, {machine['cpus']} CPUs; "
+                                  f"{config.prompts} prompts per set, {config.max_tokens} new tokens, "
+                                  f"{config.repeats} repeat(s), {config.dtype}; wall time {wall_seconds / 60:.1f} "
+                                  f"min.\n\n{markdown_table(rows)}\n")
+    plot(rows, out / "bench.png")
+
+
+def plot(rows: list[Row], path: Path) -> None:
+    """Acceptance length and speed-up per method, one bar group per setting."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    methods = list(dict.fromkeys(r.method for r in rows))
+    settings = list(dict.fromkeys((r.dataset, r.temperature, r.batch_size) for r in rows))
+    by_key = {(r.method, r.dataset, r.temperature, r.batch_size): r for r in rows}
+    fig, axes = plt.subplots(2, 1, figsize=(max(8, 1.2 * len(settings) * len(methods) / 3), 8))
+    width = 0.8 / len(methods)
+    for ax, metric, label in ((axes[0], "acceptance_length", "acceptance length (tokens / target step)"),
+                              (axes[1], "speedup", "speed-up vs no speculation")):
+        for i, m in enumerate(methods):
+            values = [getattr(by_key[(m, *s)], metric) for s in settings]
+            ax.bar([j + i * width for j in range(len(settings))], values, width, label=m)
+        ax.set_xticks([j + 0.4 - width / 2 for j in range(len(settings))])
+        ax.set_xticklabels([f"{d}\nT={t:g} b={b}" for d, t, b in settings], fontsize=8)
+        ax.set_ylabel(label)
+        ax.axhline(1.0, color="gray", linewidth=0.8)
+    axes[0].legend(fontsize=8, ncol=min(4, len(methods)))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def markdown_table(rows: list[Row]) -> str:
-    lines = ["| dataset | T | method | tokens/s | speed-up | acceptance length | per-position acceptance | draft time |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | T | batch | method | tokens/s | speed-up | acceptance length | per-position acceptance "
+             "| draft time | greedy identical (fp32) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         share = "" if r.draft_time_share is None else f"{r.draft_time_share:.0%}"
-        lines.append(f"| {r.dataset} | {r.temperature:g} | {r.method} | {r.tokens_per_second:.1f} | {r.speedup:.2f}x "
-                     f"| {r.acceptance_length:.2f} | {', '.join(f'{x:.2f}' for x in r.acceptance_per_position)} "
-                     f"| {share} |")
+        same = "" if r.greedy_identical is None else ("yes" if r.greedy_identical else "NO")
+        lines.append(f"| {r.dataset} | {r.temperature:g} | {r.batch_size} | {r.method} | {r.tokens_per_second:.1f} "
+                     f"| {r.speedup:.2f}x | {r.acceptance_length:.2f} "
+                     f"| {', '.join(f'{x:.2f}' for x in r.acceptance_per_position)} | {share} | {same} |")
     return "\n".join(lines)

@@ -1,6 +1,7 @@
 """Drive vLLM through its public API and read what speculation did: outputs, acceptance, tokens/s."""
 from __future__ import annotations
 
+import contextlib
 import gc
 import json
 import os
@@ -62,46 +63,68 @@ def make_engine(target: str, speculative_config: dict | None = None, dtype: str 
                speculative_config=speculative_config, **kwargs)
 
 
-def run_prompts(llm, prompts, params, one_at_a_time: bool = False) -> EngineRun:
-    """Generate and measure; `one_at_a_time` sends requests sequentially (batch 1)."""
-    before = spec_counters(llm)
-    start = time.perf_counter()
+def draft_seconds(timer_file: Path | None) -> float | None:
+    """Seconds the engine's runner has spent drafting so far (vllm_seam.DraftTimer), None if it never drafted."""
+    if timer_file is None or not timer_file.exists():
+        return None
+    return json.loads(timer_file.read_text())["seconds"]
+
+
+def run_prompts(llm, prompts, params, one_at_a_time: bool = False, batch_size: int | None = None,
+                timer_file: Path | None = None) -> EngineRun:
+    """Generate and measure. Requests go in groups of `batch_size` (all at once if None; `one_at_a_time` = 1)."""
     if one_at_a_time:
-        params_list = params if isinstance(params, list) else [params] * len(prompts)
-        results = [llm.generate([p], q, use_tqdm=False)[0] for p, q in zip(prompts, params_list)]
-    else:
-        results = llm.generate(prompts, params, use_tqdm=False)
+        batch_size = 1
+    batch_size = batch_size or max(len(prompts), 1)
+    params_list = params if isinstance(params, list) else [params] * len(prompts)
+    before, drafted_before = spec_counters(llm), draft_seconds(timer_file)
+    start = time.perf_counter()
+    results = []
+    for i in range(0, len(prompts), batch_size):
+        results += llm.generate(prompts[i:i + batch_size], params_list[i:i + batch_size], use_tqdm=False)
     seconds = time.perf_counter() - start
-    after = spec_counters(llm)
+    after, drafted_after = spec_counters(llm), draft_seconds(timer_file)
     per_position = [a - b for a, b in zip(after["accepted_per_position"],
                                           before["accepted_per_position"] or [0] * len(after["accepted_per_position"]))]
     return EngineRun(outputs=[list(r.outputs[0].token_ids) for r in results],
                      texts=[r.outputs[0].text for r in results], seconds=seconds,
                      drafts=after["drafts"] - before["drafts"],
                      draft_tokens=after["draft_tokens"] - before["draft_tokens"],
-                     accepted=after["accepted"] - before["accepted"], accepted_per_position=per_position)
+                     accepted=after["accepted"] - before["accepted"], accepted_per_position=per_position,
+                     draft_seconds=None if drafted_after is None else drafted_after - (drafted_before or 0.0))
 
 
-def generate(target, prompts, params, speculative_config=None, one_at_a_time=False, **engine_kwargs) -> EngineRun:
-    """One fresh engine, one run, engine released. The engine's processes report our drafters' time through a file
-    (vllm_seam.DraftTimer); it stays None for methods that are not ours."""
+@dataclass
+class Engine:
+    """A live engine and the file through which its processes report drafting time (vllm_seam.DraftTimer)."""
+    llm: object
+    timer_file: Path
+
+
+@contextlib.contextmanager
+def engine(target, speculative_config=None, **engine_kwargs):
+    """A fresh engine, released on exit (before the next one starts: an in-process engine's teardown resets vLLM's
+    global parallel state). Hold it only through the yielded Engine."""
     from vllm_ptp.vllm_seam import DRAFT_TIME_FILE
     with tempfile.TemporaryDirectory() as scratch:
         timer_file = Path(scratch) / "draft_time.json"
         previous = os.environ.get(DRAFT_TIME_FILE)
         os.environ[DRAFT_TIME_FILE] = str(timer_file)
         try:
-            llm = make_engine(target, speculative_config, **engine_kwargs)
+            handle = Engine(make_engine(target, speculative_config, **engine_kwargs), timer_file)
         finally:
             if previous is None:
                 os.environ.pop(DRAFT_TIME_FILE)
             else:
                 os.environ[DRAFT_TIME_FILE] = previous
         try:
-            run = run_prompts(llm, prompts, params, one_at_a_time)
+            yield handle
         finally:
-            del llm
+            handle.llm = None
             gc.collect()
-        if timer_file.exists():
-            run.draft_seconds = json.loads(timer_file.read_text())["seconds"]
-        return run
+
+
+def generate(target, prompts, params, speculative_config=None, one_at_a_time=False, **engine_kwargs) -> EngineRun:
+    """One fresh engine, one run, engine released; draft_seconds stays None for a run without drafting."""
+    with engine(target, speculative_config, **engine_kwargs) as live:
+        return run_prompts(live.llm, prompts, params, one_at_a_time, timer_file=live.timer_file)
