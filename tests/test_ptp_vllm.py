@@ -3,10 +3,9 @@ exactly what the plain-torch model computes from the same safetensors."""
 import pytest
 import torch
 from tiny_models import stdlib_text
-from vllm_runs import generate
+from vllm_runs import draft_with_target_states, generate
 
 from vllm_ptp import vllm_seam
-from vllm_ptp.models.ptp_draft import load_ptp_draft
 
 PROMPTS = [line.strip() for line in stdlib_text(20_000).splitlines() if len(line.strip()) > 20][:16]
 
@@ -90,7 +89,6 @@ def test_one_draft_forward_per_step_whatever_k(tiny_target, tiny_ptp, monkeypatc
 def test_vllm_draft_equals_plain_torch_draft(tiny_target, draft_name, request, monkeypatch):
     """Every step of a sampled request: vLLM's slot logits (paged KV, its own layers) = PTPDraft.propose_logits on
     the target's states from transformers, with the same u's and temperature; and the drafts are the picks."""
-    from transformers import AutoModelForCausalLM
     from vllm import SamplingParams
 
     from vllm_ptp.kernels import pick_from_logits
@@ -99,15 +97,7 @@ def test_vllm_draft_equals_plain_torch_draft(tiny_target, draft_name, request, m
     k, temperature = 4, 0.8
     run = generate(tiny_target, PROMPTS[:1], SamplingParams(temperature=temperature, max_tokens=24, ignore_eos=True),
                    {"model": str(tiny_ptp), "num_speculative_tokens": k}, one_at_a_time=True)
-    from transformers import AutoTokenizer
-    prompt = AutoTokenizer.from_pretrained(tiny_target)(PROMPTS[0])["input_ids"]
-    sequence = torch.tensor(prompt + run.outputs[0])
-    target = AutoModelForCausalLM.from_pretrained(tiny_target, dtype=torch.float32).eval()
-    draft = load_ptp_draft(tiny_ptp)
-    draft.embed = target.get_input_embeddings().weight.detach()
-    with torch.no_grad():
-        hidden = target.model(sequence[None], output_hidden_states=True).hidden_states
-    aux = torch.cat([hidden[i][0] for i in draft.config.aux_layer_ids], dim=-1)
+    draft, sequence, aux = draft_with_target_states(tiny_target, tiny_ptp, PROMPTS[0], run.outputs[0])
     checked = 0
     for step in recorder.steps:
         p = int(step["positions"][0])  # the bonus slot: position of the last verified token

@@ -57,6 +57,25 @@ def cmd_train_ptp(a: argparse.Namespace) -> None:
     print(f"checkpoint written to {a.out}")
 
 
+def cmd_train_medusa(a: argparse.Namespace) -> None:
+    import json
+
+    from vllm_ptp.training.ptp_data import generate_ptp_teacher_data
+    from vllm_ptp.training.train_medusa import MedusaTrainArgs, train_medusa
+
+    target, teacher_dir, conversations = _training_inputs(a)
+    # Medusa reads only the final states, so an existing PTP teacher cache serves whatever its auxiliary layers.
+    meta = teacher_dir / "meta.json"
+    aux_layers = json.loads(meta.read_text())["aux_layers"] if meta.exists() else _aux_layers(target, None)
+    generate_ptp_teacher_data(target, conversations, teacher_dir, aux_layers=aux_layers,
+                              max_new_tokens=a.max_new_tokens, seed=a.seed, device=a.device)
+    train_medusa(MedusaTrainArgs(
+        target=target, data_dir=str(teacher_dir), out=a.out, heads=a.heads, blocks=a.blocks, loss=a.loss,
+        steps=a.steps, batch_size=a.batch_size, lr=a.lr, draft_vocab_size=a.draft_vocab, seed=a.seed,
+        device=a.device, command=a.command_line))
+    print(f"checkpoint written to {a.out}")
+
+
 def _aux_layers(target: str, given: str | None) -> list[int]:
     """EAGLE-3's default target layers (2, L/2, L-3), or the comma-separated list given."""
     if given:
@@ -64,6 +83,39 @@ def _aux_layers(target: str, given: str | None) -> list[int]:
     from transformers import AutoConfig
     n = AutoConfig.from_pretrained(target).num_hidden_layers
     return sorted({min(2, n - 1), n // 2, max(n - 3, 0)})
+
+
+def cmd_train_peagle(a: argparse.Namespace) -> None:
+    from vllm_ptp.training.train_ptp import PTPTrainArgs, train_ptp
+    target, teacher_dir = _slot_draft_teacher(a)
+    if not a.teacher_only:
+        train_ptp(PTPTrainArgs(u_embedding="none", conditioning=False, **_slot_train_args(a, target, teacher_dir)))
+        print(f"checkpoint written to {a.out}")
+
+
+def cmd_train_eagle3(a: argparse.Namespace) -> None:
+    from vllm_ptp.training.train_eagle3 import Eagle3TrainArgs, train_eagle3
+    target, teacher_dir = _slot_draft_teacher(a)
+    if not a.teacher_only:
+        train_eagle3(Eagle3TrainArgs(**_slot_train_args(a, target, teacher_dir)))
+        print(f"checkpoint written to {a.out}")
+
+
+def _slot_draft_teacher(a: argparse.Namespace):
+    """The PTP teacher data (shared by every EAGLE-3-layout draft): made or completed in the teacher folder."""
+    from vllm_ptp.training.ptp_data import generate_ptp_teacher_data
+    target, teacher_dir, conversations = _training_inputs(a)
+    generate_ptp_teacher_data(target, conversations, teacher_dir, aux_layers=_aux_layers(target, a.aux_layers),
+                              max_new_tokens=a.max_new_tokens, seed=a.seed, device=a.device)
+    if a.teacher_only:
+        print(f"teacher data in {teacher_dir}")
+    return target, teacher_dir
+
+
+def _slot_train_args(a: argparse.Namespace, target: str, teacher_dir) -> dict:
+    return dict(target=target, data_dir=str(teacher_dir), out=a.out, slots=a.slots, loss=a.loss, gamma=a.gamma,
+                layers=a.layers, steps=a.steps, batch_size=a.batch_size, window=a.window, anchors=a.anchors, lr=a.lr,
+                draft_vocab_size=a.draft_vocab, seed=a.seed, device=a.device, command=a.command_line)
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
@@ -103,27 +155,38 @@ def main(argv: list[str] | None = None) -> None:
     cp.add_argument("--device", default="cuda" if _cuda() else "cpu")
     cp.set_defaults(func=cmd_train_cp)
 
+    medusa = kinds.add_parser("medusa", help="Medusa heads, served by vLLM's own `method: medusa` (baseline)")
+    _add_data_options(medusa)
+    medusa.add_argument("--heads", type=int, default=3, help="draft tokens per step (k max)")
+    medusa.add_argument("--blocks", type=int, default=1, help="residual blocks per head")
+    medusa.add_argument("--loss", default="ce", choices=["ce", "soft"],
+                        help="ce: teacher's sampled tokens; soft: the target's distribution at each position")
+    medusa.add_argument("--steps", type=int, default=2000)
+    medusa.add_argument("--batch-size", type=int, default=256, help="positions per step")
+    medusa.add_argument("--lr", type=float, default=3e-3)
+    medusa.add_argument("--draft-vocab", type=int, default=8192,
+                        help="tokens the training softmax runs over (the heads always score the full vocabulary)")
+    medusa.add_argument("--seed", type=int, default=0)
+    medusa.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    medusa.set_defaults(func=cmd_train_medusa)
+
     ptp = kinds.add_parser("ptp", help="Parallel Token Prediction draft (EAGLE-3 layout + auxiliary variables)")
-    _add_data_options(ptp)
-    ptp.add_argument("--aux-layers", help="target layers the draft reads, e.g. 2,15,27 (default: EAGLE-3's)")
-    ptp.add_argument("--slots", type=int, default=4, help="draft tokens per step the draft is trained for (k max)")
+    _add_slot_draft_options(ptp, "draft tokens per step the draft is trained for (k max)")
     ptp.add_argument("--u-embedding", default="quarter_cos", choices=["binary", "quarter_cos", "linear_interpolation"])
     ptp.add_argument("--independent", action="store_true", help="the ablation: same slots, no auxiliary variables")
     ptp.add_argument("--inverse-ar", action="store_true",
                      help="teacher-free: u from the draft's own CDF interval of the data token")
-    ptp.add_argument("--loss", default="ce", choices=["ce", "kl"])
-    ptp.add_argument("--gamma", type=float, default=1.0, help="weight gamma^k of slot k")
-    ptp.add_argument("--layers", type=int, default=1, help="decoder layers of the draft")
-    ptp.add_argument("--teacher-only", action="store_true", help="make the teacher data, do not train")
-    ptp.add_argument("--steps", type=int, default=1000)
-    ptp.add_argument("--batch-size", type=int, default=8, help="sequences per step")
-    ptp.add_argument("--window", type=int, default=128, help="context slots per sequence")
-    ptp.add_argument("--anchors", type=int, default=32, help="draft steps (anchors) per sequence")
-    ptp.add_argument("--lr", type=float, default=1e-3)
-    ptp.add_argument("--draft-vocab", type=int, default=8192)
-    ptp.add_argument("--seed", type=int, default=0)
-    ptp.add_argument("--device", default="cuda" if _cuda() else "cpu")
     ptp.set_defaults(func=cmd_train_ptp)
+
+    peagle = kinds.add_parser("peagle", help="P-EAGLE draft (EAGLE-3 + parallel drafting, no u): vLLM's own format "
+                                             "(baseline, the PTP draft without its conditioning)")
+    _add_slot_draft_options(peagle, "draft tokens per step the draft is trained for (k max)")
+    peagle.set_defaults(func=cmd_train_peagle)
+
+    eagle3 = kinds.add_parser("eagle3", help="EAGLE-3 draft (sequential drafting, training-time test): vLLM's own "
+                                             "format (baseline)")
+    _add_slot_draft_options(eagle3, "drafting steps unrolled in training (training-time test), the k trained for")
+    eagle3.set_defaults(func=cmd_train_eagle3)
 
     demo = sub.add_parser("demo", help="offline demo: acceptance and tokens/s with and without the draft")
     demo.add_argument("--target", help="target model folder (default: the embedded SmolLM2-135M-Instruct)")
@@ -165,6 +228,25 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher-dir", help="where the teacher data are cached (default OUT/teacher)")
     parser.add_argument("--prompts", type=int, default=512, help="prompts per data source")
     parser.add_argument("--max-new-tokens", type=int, default=192)
+
+
+def _add_slot_draft_options(parser: argparse.ArgumentParser, slots_help: str) -> None:
+    """The options `train ptp` has that apply to every EAGLE-3-layout draft (same defaults)."""
+    _add_data_options(parser)
+    parser.add_argument("--aux-layers", help="target layers the draft reads, e.g. 2,15,27 (default: EAGLE-3's)")
+    parser.add_argument("--slots", type=int, default=4, help=slots_help)
+    parser.add_argument("--loss", default="ce", choices=["ce", "kl"])
+    parser.add_argument("--gamma", type=float, default=1.0, help="weight gamma^k of slot k")
+    parser.add_argument("--layers", type=int, default=1, help="decoder layers of the draft")
+    parser.add_argument("--teacher-only", action="store_true", help="make the teacher data, do not train")
+    parser.add_argument("--steps", type=int, default=1000)
+    parser.add_argument("--batch-size", type=int, default=8, help="sequences per step")
+    parser.add_argument("--window", type=int, default=128, help="context slots per sequence")
+    parser.add_argument("--anchors", type=int, default=32, help="draft steps (anchors) per sequence")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--draft-vocab", type=int, default=8192)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
 
 
 def _cuda() -> bool:

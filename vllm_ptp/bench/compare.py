@@ -55,6 +55,7 @@ class BenchConfig:
             raise ValueError(f"{path}: unknown field(s) {unknown}; expected some of {sorted(known)}")
         if "methods" not in data and overrides.get("methods") is None:
             raise ValueError(f"{path}: field 'methods' is required (e.g. [\"none\", \"ptp=examples/drafts/ptp\"])")
+        data["methods"] = [_relative_to(spec, path.parent) for spec in data.get("methods", [])]
         data.update({k: v for k, v in overrides.items() if v is not None})
         config = cls(**data)
         config.check(str(path))
@@ -70,6 +71,15 @@ class BenchConfig:
             raise ValueError(f"{where}: batch_sizes must be integers >= 1, got {self.batch_sizes}")
         if any(t < 0 for t in self.temperatures) or not self.temperatures:
             raise ValueError(f"{where}: temperatures must be >= 0, got {self.temperatures}")
+
+
+def _relative_to(spec: str, folder: Path) -> str:
+    """A config file's 'NAME=DIR[:k]' with a relative DIR names a folder beside the config file."""
+    if "=" not in spec:
+        return spec
+    name, _, rest = spec.partition("=")
+    draft, sep, k = rest.partition(":")
+    return f"{name}={draft if Path(draft).is_absolute() else folder / draft}{sep}{k}"
 
 
 @dataclass
@@ -102,15 +112,29 @@ def parse_methods(specs: list[str]) -> list[Method]:
         elif "=" in spec:
             name, _, rest = spec.partition("=")
             folder, _, k = rest.partition(":")
-            if not Path(folder, "config.json").is_file():
-                raise ValueError(f"method {spec!r}: {folder}/config.json not found (expected a draft folder)")
-            methods.append(Method(name, {"model": folder, **({"num_speculative_tokens": int(k)} if k else {})}))
+            config = {"model": folder, **_vllm_method_of(folder, spec)}
+            methods.append(Method(name, {**config, **({"num_speculative_tokens": int(k)} if k else {})}))
         else:
             raise ValueError(f"method {spec!r}: expected 'none', 'ngram[:k]' or 'NAME=DRAFT_DIR[:k]'")
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be unique, got {names}")
     return methods
+
+
+# vLLM 0.32 takes the method of its own draft kinds from the config only when the draft is the served model, not
+# when it is passed as speculative_config.model; vllm-ptp's own kinds (ptp, cp) are recognised by the plugin.
+VLLM_DRAFT_METHODS = {"eagle3": {"method": "eagle3"}, "peagle": {"method": "eagle3", "parallel_drafting": True},
+                      "medusa": {"method": "medusa"}}
+
+
+def _vllm_method_of(folder: str, spec: str) -> dict:
+    path = Path(folder, "config.json")
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"method {spec!r}: cannot read {path} ({e}); expected a draft folder") from e
+    return VLLM_DRAFT_METHODS.get(config.get("speculators_model_type") or config.get("model_type"), {})
 
 
 def prompt_set(target: str, dataset: str, n: int, seed: int = 0) -> list[str]:

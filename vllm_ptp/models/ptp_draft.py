@@ -5,8 +5,9 @@ predicts x_{t+2}; its KV is the draft's memory of the context. At a draft step t
 token just sampled) gives q_1, and K-1 mask slots follow at the next positions: mask slot m reads
 fc(mask_hidden) + u_embed(u_m) + temperature_embed(T) with the mask token's embedding and gives q_{m+1}. Attention is
 causal, so slot m sees u_1..u_m: it knows the tokens x_j = pick(u_j, q_j) drafted before it, which makes the q's proper
-conditionals of one joint draft (C-PTP) from a single forward pass. u_embedding "none" is the independent ablation
-(P-EAGLE): the same slots without u.
+conditionals of one joint draft (C-PTP) from a single forward pass. u_embedding "none" is the independent ablation:
+the same slots without u. Without `ptp_conditioning` at all the same module is vLLM's P-EAGLE draft (speculators type
+"peagle"), and without mask slots its EAGLE-3 draft ("eagle3"), which drafts sequentially (`propose_logits_sequential`).
 
 Parameter names follow vLLM's EAGLE-3 checkpoints (`fc`, `layers.N.*`, `norm`, `lm_head`, `d2t`, `mask_hidden`) plus
 `ptp_conditioning.*`, so vLLM's own draft class loads the same safetensors. The target's embedding is borrowed (not
@@ -87,12 +88,19 @@ class Attention(nn.Module):
         self.v_proj = nn.Linear(in_dim, self.kv_heads * self.head_dim, bias=False)
         self.o_proj = nn.Linear(self.heads * self.head_dim, config.hidden_size, bias=False)
 
-    def forward(self, x: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: torch.Tensor, allowed: torch.Tensor,
+                cache: dict | None = None) -> torch.Tensor:
+        """allowed [B, T, keys]; with `cache` (a dict per layer), the keys/values of earlier calls come before this
+        call's, which are appended: sequential drafting and training-time test reuse the context's."""
         B, T, _ = x.shape
         q = self.q_proj(x).view(B, T, self.heads, self.head_dim).transpose(1, 2)
         k = self.k_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         v = self.v_proj(x).view(B, T, self.kv_heads, self.head_dim).transpose(1, 2)
         q, k = rotary(q, positions, self.theta), rotary(k, positions, self.theta)
+        if cache is not None:
+            if cache:
+                k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+            cache["k"], cache["v"] = k, v
         repeat = self.heads // self.kv_heads
         k, v = k.repeat_interleave(repeat, dim=1), v.repeat_interleave(repeat, dim=1)
         y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed.unsqueeze(1))
@@ -124,14 +132,14 @@ class DecoderLayer(nn.Module):
         if first:
             self.hidden_norm = RMSNorm(H, config.rms_norm_eps)
 
-    def forward(self, embeds, hidden, residual, positions, allowed):
+    def forward(self, embeds, hidden, residual, positions, allowed, cache=None):
         if self.first:
             residual = hidden
             x = torch.cat([self.input_layernorm(embeds), self.hidden_norm(hidden)], dim=-1)
         else:
             residual = hidden + residual
             x = self.input_layernorm(residual)
-        residual = self.self_attn(x, positions, allowed) + residual
+        residual = self.self_attn(x, positions, allowed, cache) + residual
         return self.mlp(self.post_attention_layernorm(residual)), residual
 
 
@@ -145,8 +153,10 @@ class PTPDraft(nn.Module):
         self.norm = RMSNorm(H, config.rms_norm_eps)
         self.lm_head = nn.Linear(H, config.draft_vocab_size, bias=False)
         self.lm_head.weight.requires_grad_(False)
-        self.mask_hidden = nn.Parameter(torch.zeros(len(config.aux_layer_ids) * H))
-        self.ptp_conditioning = PTPConditioning(config.u_embedding, config.u_features, H)
+        if config.parallel:
+            self.mask_hidden = nn.Parameter(torch.zeros(len(config.aux_layer_ids) * H))
+        if config.conditioned:
+            self.ptp_conditioning = PTPConditioning(config.u_embedding, config.u_features, H)
         self.register_buffer("d2t", torch.zeros(config.draft_vocab_size, dtype=torch.long))
         self.embed: torch.Tensor | None = None  # the target's, borrowed
 
@@ -166,15 +176,24 @@ class PTPDraft(nn.Module):
                 allowed: torch.Tensor) -> torch.Tensor:
         """hidden [B, T, H] (fc output or mask rows), token_ids/positions [B, T], allowed [B, T, T] bool
         (query, key) -> final normed states [B, T, H]."""
+        return self.norm(self.prenorm_states(hidden, token_ids, positions, allowed))
+
+    def prenorm_states(self, hidden: torch.Tensor, token_ids: torch.Tensor, positions: torch.Tensor,
+                       allowed: torch.Tensor, caches: list[dict] | None = None) -> torch.Tensor:
+        """As forward, before the final norm: the state vLLM's EAGLE-3 feeds the next sequential step. `caches`:
+        one dict per layer (see Attention.forward); allowed is then [B, T, cached + T]."""
         embeds = F.embedding(token_ids, self.embed).to(hidden.dtype)
         residual = None
-        for layer in self.layers:
-            hidden, residual = layer(embeds, hidden, residual, positions, allowed)
-        return self.norm(hidden + residual)
+        caches = caches or [None] * len(self.layers)
+        for layer, cache in zip(self.layers, caches):
+            hidden, residual = layer(embeds, hidden, residual, positions, allowed, cache)
+        return hidden + residual
 
     def mask_rows(self, u: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
         """u [B, M] (the u of the draft token before each mask slot), temperature [B] -> mask-slot inputs [B, M, H]."""
         base = self.fc(self.mask_hidden.to(self.fc.weight.dtype))
+        if not self.config.conditioned:
+            return base.expand(*u.shape, -1)
         return base + self.ptp_conditioning(u, temperature).to(base.dtype)
 
     def draft_logits(self, states: torch.Tensor) -> torch.Tensor:
@@ -202,6 +221,24 @@ class PTPDraft(nn.Module):
         allowed = torch.ones(L + k - 1, L + k - 1, dtype=torch.bool, device=aux.device).tril()
         states = self.forward(hidden[None], tokens[None], positions[None], allowed[None])[0]
         return self.full_vocab_logits(states[L - 1:])
+
+    def propose_logits_sequential(self, aux: torch.Tensor, next_tokens: torch.Tensor, k: int) -> torch.Tensor:
+        """Greedy EAGLE-3 drafting for one sequence, the reference for vLLM's eagle3 method: aux and next_tokens as
+        in propose_logits; step j > 1 reads (the pre-norm state that predicted d_{j-1}, the embedding of d_{j-1})
+        at the next position -> full-vocabulary logits [k, V] of d_1..d_k."""
+        L = aux.shape[0]
+        caches = [{} for _ in self.layers]
+        allowed = torch.ones(L, L, dtype=torch.bool, device=aux.device).tril()
+        state = self.prenorm_states(self.fc(aux.to(self.fc.weight.dtype))[None], next_tokens[None],
+                                    torch.arange(L, device=aux.device)[None], allowed[None], caches)[:, -1:]
+        logits = [self.full_vocab_logits(self.norm(state))[0, 0]]
+        for j in range(1, k):
+            token = logits[-1].argmax().view(1, 1)
+            position = torch.full((1, 1), L - 1 + j, device=aux.device)
+            state = self.prenorm_states(state, token, position,
+                                        torch.ones(1, 1, L + j, dtype=torch.bool, device=aux.device), caches)
+            logits.append(self.full_vocab_logits(self.norm(state))[0, 0])
+        return torch.stack(logits)
 
 
 def load_ptp_draft(folder: str | Path, device: torch.device | str = "cpu",

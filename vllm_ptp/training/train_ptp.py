@@ -7,7 +7,9 @@ interval of x_{t+1+m} under the teacher's processed distribution (temperature of
 token-id order), u = left + z (right - left) with z ~ Beta(0.3, 0.3) (`u_source="teacher"`), or inside the draft's own
 interval of that token (`u_source="self"`, the teacher-free inverse-autoregressive mode). Loss: cross-entropy of the
 slot distribution at the sequence's temperature on the teacher token (or KL to the teacher's distribution), slot m
-weighted gamma^m. `u_embedding="none"` trains the independent ablation on the same slots.
+weighted gamma^m. `u_embedding="none"` trains the independent ablation on the same slots; `conditioning=False` the
+same without any conditioning module, exported as vLLM's own P-EAGLE type ("peagle"). `train_slot_draft` is the loop
+shared with the EAGLE-3 baseline (train_eagle3.py), which differs only in how the slot rows are computed.
 """
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from tqdm import tqdm
 
 from vllm_ptp.kernels import cdf_interval
 from vllm_ptp.models.checkpoint import save_checkpoint
-from vllm_ptp.models.ptp_config import U_EMBEDDINGS, PTPConfig
+from vllm_ptp.models.ptp_config import PEAGLE_TYPE, PTP_TYPE, U_EMBEDDINGS, PTPConfig
 from vllm_ptp.models.ptp_draft import PTPDraft
 from vllm_ptp.training.ptp_data import PTPTeacherData, load_ptp_teacher_data
 from vllm_ptp.training.common import (TrainArgs, load_target_head, make_optimizer, optimizer_step, resume,
@@ -32,14 +34,12 @@ BETA = 0.3
 
 
 @dataclass
-class PTPTrainArgs(TrainArgs):
+class SlotTrainArgs(TrainArgs):
+    """Options of every draft trained on windows with K slots per anchor (PTP, P-EAGLE, EAGLE-3)."""
     batch_size: int = 8  # sequences
     eval_fraction: float = 0.03
     save_every: int = 100
     slots: int = 4
-    u_embedding: str = "quarter_cos"
-    u_features: int = 32
-    u_source: str = "teacher"
     loss: str = "ce"
     gamma: float = 1.0
     layers: int = 1
@@ -47,14 +47,28 @@ class PTPTrainArgs(TrainArgs):
     anchors: int = 32
 
     def check(self) -> None:
-        if self.u_embedding not in U_EMBEDDINGS:
-            raise ValueError(f"u_embedding must be one of {U_EMBEDDINGS}, got {self.u_embedding!r}")
-        if self.u_source not in ("teacher", "self"):
-            raise ValueError(f"u_source must be 'teacher' or 'self', got {self.u_source!r}")
         if self.loss not in ("ce", "kl"):
             raise ValueError(f"loss must be 'ce' or 'kl', got {self.loss!r}")
         if self.slots < 1:
             raise ValueError(f"slots must be >= 1, got {self.slots}")
+
+
+@dataclass
+class PTPTrainArgs(SlotTrainArgs):
+    u_embedding: str = "quarter_cos"
+    u_features: int = 32
+    u_source: str = "teacher"
+    conditioning: bool = True  # False: no u or temperature embedding at all, exported as speculators "peagle"
+
+    def check(self) -> None:
+        super().check()
+        if self.u_embedding not in U_EMBEDDINGS:
+            raise ValueError(f"u_embedding must be one of {U_EMBEDDINGS}, got {self.u_embedding!r}")
+        if self.u_source not in ("teacher", "self"):
+            raise ValueError(f"u_source must be 'teacher' or 'self', got {self.u_source!r}")
+        if not self.conditioning and self.u_embedding != "none":
+            raise ValueError(f"conditioning=False (P-EAGLE) has no u: u_embedding must be 'none', got "
+                             f"{self.u_embedding!r}")
 
 
 @dataclass
@@ -69,12 +83,13 @@ class Batch:
     slot: torch.Tensor          # [B, C+M] slot index (0 for context rows)
     teacher_final: torch.Tensor  # [B, C+M, H] the target's state that predicts each target (KL)
     u_tokens: torch.Tensor      # [B, M] draft ids of the token whose u each mask slot carries (-1: none)
+    slot_tokens: torch.Tensor   # [B, M] that token's target id (what an unrolled EAGLE-3 step reads)
     u_final: torch.Tensor       # [B, M, H] the target's state that predicts it
     u_source_row: torch.Tensor  # [B, M] row whose distribution picks that token (for u_source="self")
 
 
 class PTPExamples:
-    def __init__(self, data: PTPTeacherData, to_draft: torch.Tensor, args: PTPTrainArgs):
+    def __init__(self, data: PTPTeacherData, to_draft: torch.Tensor, args: SlotTrainArgs):
         self.data, self.to_draft, self.args = data, to_draft, args
 
     def sequence(self, s: int, g: torch.Generator) -> dict | None:
@@ -118,7 +133,8 @@ class PTPExamples:
             "targets": torch.cat([ctx_targets, mask_targets.flatten()]),
             "slot": torch.cat([torch.zeros(C, dtype=torch.long), slot_of]),
             "teacher_final": torch.cat([final_at(ctx + 2), final_at(anchors[:, None] + 2 + m[None]).flatten(0, 1)]),
-            "u_tokens": u_tokens.flatten(), "u_final": final_at(u_index).flatten(0, 1),
+            "u_tokens": u_tokens.flatten(), "slot_tokens": z[u_index.clamp(max=L - 1)].flatten(),
+            "u_final": final_at(u_index).flatten(0, 1),
             "u_source_row": u_row.flatten(),
         }
 
@@ -163,6 +179,7 @@ class PTPExamples:
                      allowed=allowed.to(device), temperature=torch.stack([x["temperature"] for x in items]).to(device),
                      targets=pad_rows("targets", -1), slot=pad_rows("slot", 0),
                      teacher_final=pad_rows("teacher_final", 0.0), u_tokens=pad("u_tokens", M, -1),
+                     slot_tokens=pad("slot_tokens", M),
                      u_final=pad("u_final", M), u_source_row=torch.stack(u_row).to(device))
 
 
@@ -215,7 +232,7 @@ def draw_u(model: PTPDraft, batch: Batch, teacher_head: torch.Tensor, source: st
     return u
 
 
-def losses(model: PTPDraft, batch: Batch, states: torch.Tensor, teacher_head: torch.Tensor, args: PTPTrainArgs):
+def losses(model: PTPDraft, batch: Batch, states: torch.Tensor, teacher_head: torch.Tensor, args: SlotTrainArgs):
     """-> (weighted loss, per-slot mean loss [K], per-slot greedy hits [K], per-slot counts [K])."""
     K = model.config.num_slots
     valid = batch.targets >= 0
@@ -239,11 +256,31 @@ def losses(model: PTPDraft, batch: Batch, states: torch.Tensor, teacher_head: to
 
 def train_ptp(args: PTPTrainArgs) -> Path:
     args.check()
+    kind = PTP_TYPE if args.conditioning else PEAGLE_TYPE
+
+    def states(model: PTPDraft, batch: Batch, teacher_head: torch.Tensor, g: torch.Generator,
+               evaluating: bool) -> torch.Tensor:
+        u = draw_u(model, batch, teacher_head, "teacher" if evaluating else args.u_source, g)
+        return forward(model, batch, u)
+
+    name = f"{kind} {args.u_embedding}" if kind == PTP_TYPE else kind
+    return train_slot_draft(args, {"speculators_type": kind, "u_embedding": args.u_embedding,
+                                   "u_features": args.u_features}, states, model_card,
+                            f"train {name} K={args.slots}")
+
+
+def train_slot_draft(args: SlotTrainArgs, config_fields: dict, states, card, desc: str) -> Path:
+    """Build the draft (PTPConfig + `config_fields`: speculators_type, u options), train it, export it.
+    `states(model, batch, teacher_head, g, evaluating)` -> the normed states of the batch rows [B, C+M, H];
+    `card(args, config, final, coverage, data)` -> the model card."""
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(args.device)
     embed, lm_head, verifier = load_target_head(args.target)
+    if config_fields["speculators_type"] != PTP_TYPE:
+        # vLLM serves its own types from the draft folder alone (`vllm serve DRAFT`), loading this as the target
+        verifier["name_or_path"] = str(Path(args.target).resolve()) if Path(args.target).is_dir() else args.target
     from transformers import AutoConfig
     target_config = AutoConfig.from_pretrained(args.target)
     data = load_ptp_teacher_data(args.data_dir)
@@ -264,8 +301,7 @@ def train_ptp(args: PTPTrainArgs) -> Path:
         head_dim=getattr(target_config, "head_dim", None) or H // target_config.num_attention_heads,
         intermediate_size=target_config.intermediate_size, rms_norm_eps=float(target_config.rms_norm_eps),
         rope_theta=float(rope.get("rope_theta", getattr(target_config, "rope_theta", 10000.0))),
-        max_position_embeddings=target_config.max_position_embeddings, u_embedding=args.u_embedding,
-        u_features=args.u_features, verifier=verifier)
+        max_position_embeddings=target_config.max_position_embeddings, verifier=verifier, **config_fields)
     model = PTPDraft(config)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -288,14 +324,15 @@ def train_ptp(args: PTPTrainArgs) -> Path:
     log = open(out / "train_log.jsonl", "a")
     started = time.time()
     if step == 0:
-        log.write(json.dumps({"step": 0, **evaluate(model, examples, eval_seq, teacher_head, args, device)}) + "\n")
-    bar = tqdm(total=args.steps, initial=step, desc=f"train ptp {args.u_embedding} K={args.slots}")
+        log.write(json.dumps({"step": 0, **evaluate(model, examples, eval_seq, teacher_head, args, device, states)})
+                  + "\n")
+    bar = tqdm(total=args.steps, initial=step, desc=desc)
     while step < args.steps:
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         batch = examples.batch(train_seq[torch.randint(len(train_seq), (args.batch_size,), generator=g)], g, device)
         model.train()
-        u = draw_u(model, batch, teacher_head, args.u_source, g)
-        loss, per_slot, _, count = losses(model, batch, forward(model, batch, u), teacher_head, args)
+        loss, per_slot, _, count = losses(model, batch, states(model, batch, teacher_head, g, False), teacher_head,
+                                          args)
         optimizer_step(loss, trainable, optimizer, schedule)
         step += 1
         bar.update(1)
@@ -303,22 +340,22 @@ def train_ptp(args: PTPTrainArgs) -> Path:
         if step % args.save_every == 0 or step == args.steps:
             record = {"step": step, "train_loss": round(loss.item(), 4),
                       "train_loss_per_slot": [round(x, 3) for x in (per_slot / count.clamp(min=1)).tolist()],
-                      **evaluate(model, examples, eval_seq, teacher_head, args, device),
+                      **evaluate(model, examples, eval_seq, teacher_head, args, device, states),
                       "seconds": round(time.time() - started, 1)}
             log.write(json.dumps(record) + "\n")
             log.flush()
             save_state(out, model, optimizer, schedule, step)
     bar.close()
-    final = evaluate(model, examples, eval_seq, teacher_head, args, device)
+    final = evaluate(model, examples, eval_seq, teacher_head, args, device, states)
     shipped = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    save_checkpoint(out, config.to_json(), shipped, model_card(args, config, final, coverage, data))
+    save_checkpoint(out, config.to_json(), shipped, card(args, config, final, coverage, data))
     return out
 
 
 @torch.no_grad()
 def evaluate(model: PTPDraft, examples: PTPExamples, sequences: torch.Tensor, teacher_head: torch.Tensor,
-             args: PTPTrainArgs, device) -> dict:
-    """Held-out loss and top-1 accuracy per slot, with u drawn from the teacher's interval (z ~ U(0,1)); overall and
+             args: SlotTrainArgs, device, states) -> dict:
+    """Held-out loss and top-1 accuracy per slot (for PTP with u drawn from the teacher's interval); overall and
     split into greedy (T = 0) and sampled teacher sequences."""
     model.eval()
     K = model.config.num_slots
@@ -329,8 +366,8 @@ def evaluate(model: PTPDraft, examples: PTPExamples, sequences: torch.Tensor, te
         total, hits, counts = torch.zeros(K), torch.zeros(K), torch.zeros(K)
         for i in range(0, len(group), args.batch_size):
             batch = examples.batch(group[i:i + args.batch_size], g, device)
-            u = draw_u(model, batch, teacher_head, "teacher", g)
-            _, per_slot, hit, count = losses(model, batch, forward(model, batch, u), teacher_head, args)
+            _, per_slot, hit, count = losses(model, batch, states(model, batch, teacher_head, g, True), teacher_head,
+                                             args)
             total += per_slot.cpu()
             hits += hit.cpu()
             counts += count.cpu()
@@ -340,20 +377,49 @@ def evaluate(model: PTPDraft, examples: PTPExamples, sequences: torch.Tensor, te
 
 
 def model_card(args: PTPTrainArgs, config: PTPConfig, final: dict, coverage: float, data: PTPTeacherData) -> str:
+    K = config.num_slots
+    if not config.conditioned:
+        return (f"# P-EAGLE draft (EAGLE-3 + parallel drafting, speculators type `peagle`), {K} slots\n\n"
+                f"The PTP draft without its conditioning (no u, no temperature embedding): the baseline that isolates "
+                f"the u's. It drafts up to {K} tokens per step from one forward pass.\n\n"
+                f"{vllm_serving(config, parallel=True)}\n"
+                + card_details(args, config, final, coverage, data,
+                               f"{K - 1} mask slots (`mask_hidden`, mask token {config.mask_token_id})", ""))
     kind = ("independent parallel prediction (no u; the ablation)" if not config.uses_u
             else f"PTP with `{config.u_embedding}` u-embedding")
-    return f"""# PTP draft: {kind}, {config.num_slots} slots
+    u_source = "teacher" if args.u_source == "teacher" else "draft's own"
+    return f"""# PTP draft: {kind}, {K} slots
 
 Draft for `{config.verifier.get('name_or_path')}` served by vLLM with vllm-ptp:
 `--speculative-config '{{"model": "<this folder>"}}'` (method "ptp" is detected from config.json), drafting up to
-{config.num_slots} tokens per step from one forward pass.
+{K} tokens per step from one forward pass.
 
-- Architecture: vLLM's EAGLE-3 draft layout ({config.num_hidden_layers} decoder layer(s) over fc(target layers
-  {config.aux_layer_ids}) + token embedding), {config.num_slots - 1} mask slots carrying u and the temperature. The
+""" + card_details(args, config, final, coverage, data, f"{K - 1} mask slots carrying u and the temperature",
+                   f", u from the {u_source} CDF interval (z ~ Beta({BETA}, {BETA}))")
+
+
+def vllm_serving(config: PTPConfig, parallel: bool) -> str:
+    """How an unmodified vLLM (0.32) serves a draft of its own speculators types."""
+    method = '"method": "eagle3"' + (', "parallel_drafting": true' if parallel else "")
+    target = config.verifier.get("name_or_path")
+    return f"""Loads in an unmodified vLLM (vllm-ptp not needed): `vllm serve <this folder>` (or
+`LLM(model="<this folder>")`) takes the target from `speculators_config.verifier.name_or_path` (`{target}`)
+and sets up `eagle3`{' with `parallel_drafting`' if parallel else ''} and k = {config.num_slots} from config.json.
+With the target given separately: `--speculative-config '{{"model": "<this folder>", {method},
+"num_speculative_tokens": {config.num_slots}}}'`. Keep "method": vLLM 0.32 does not read it from a folder given there
+(it guesses from the path: "eagle3" in it gives sequential eagle3, anything else a standalone draft model, which
+fails at the first draft).
+"""
+
+
+def card_details(args: SlotTrainArgs, config: PTPConfig, final: dict, coverage: float, data: PTPTeacherData,
+                 slots: str, training: str) -> str:
+    """The architecture / training / held-out part of every EAGLE-3-layout model card."""
+    return f"""- Architecture: vLLM's EAGLE-3 draft layout ({config.num_hidden_layers} decoder layer(s) over fc(target
+  layers {config.aux_layer_ids}) + token embedding), {slots}. The
   target's embedding is shared; the LM head is the target's rows for the {config.draft_vocab_size} most frequent
   teacher tokens ({coverage:.1%} of teacher completion tokens), frozen.
-- Training: {args.loss.upper()} loss, u from the {'teacher' if args.u_source == 'teacher' else "draft's own"} CDF
-  interval (z ~ Beta({BETA}, {BETA})), gamma {args.gamma}; {args.steps} steps x {args.batch_size} sequences
+- Training: {args.loss.upper()} loss{training}, gamma {args.gamma}; {args.steps} steps x {args.batch_size} sequences
   (window {args.window}, {args.anchors} anchors), AdamW lr {args.lr}, seed {args.seed}, on {data.num_sequences}
   teacher sequences from `{args.data_dir}` (temperatures {sorted({round(t, 3) for t in data.temperatures.tolist()})}).
 - Held-out (whole sequences): loss per slot {final['eval_loss_per_slot']}, top-1 per slot
