@@ -276,3 +276,20 @@ def markdown_table(rows: list[Row]) -> str:
                      f"| {r.speedup:.2f}x | {r.acceptance_length:.2f} "
                      f"| {', '.join(f'{x:.2f}' for x in r.acceptance_per_position)} | {share} | {same} |")
     return "\n".join(lines)
+
+
+def short_table(rows: list[dict]) -> str:
+    """Per method and batch size, means over the other settings: acceptance length and speed-up."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    batches = sorted({r["batch_size"] for r in rows})
+    head = "".join(f"{f'batch {b}: AL / speed-up':>26}" for b in batches)
+    lines = [f"{'method':22}{head}"]
+    for m in methods:
+        cells = ""
+        for b in batches:
+            sel = [r for r in rows if r["method"] == m and r["batch_size"] == b]
+            al = sum(r["acceptance_length"] for r in sel) / len(sel)
+            sp = sum(r["speedup"] for r in sel) / len(sel)
+            cells += f"{f'{al:.2f} / {sp:.2f}x':>26}"
+        lines.append(f"{m:22}{cells}")
+    return "\n".join(lines)

@@ -2,10 +2,12 @@
 CP heads (rank 8), batch 1, greedy."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "drafts"
+MEASURED = SHIPPED.parent / "results" / "bench_smollm2_cpu.json"
 
 
 def default_drafts() -> list[Path]:
@@ -46,3 +48,8 @@ def run_demo(target: str, drafts: list[str] | None, prompts: int, max_tokens: in
               f"{[round(x, 2) for x in run.acceptance_per_position]}")
     print("(bf16 verification may flip near-ties between runs; the tests check equality in float32)")
     print(f"\nfirst answer: {runs[0][1].texts[0][:300]!r}")
+    if MEASURED.exists():
+        from vllm_ptp.bench.compare import short_table
+        print(f"\nAll methods side by side, from {MEASURED.relative_to(MEASURED.parents[2])} (`vllm-ptp bench --config "
+              f"examples/bench_smollm2.json`; means over ShareGPT/HumanEval and T = 0/1):")
+        print(short_table(json.loads(MEASURED.read_text())["rows"]))
