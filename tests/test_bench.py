@@ -51,3 +51,17 @@ def test_bench_config_errors(tmp_path):
         parse_methods(["eagle"])
     with pytest.raises(ValueError, match="unique"):
         parse_methods(["none", "none"])
+
+
+def test_cpu_sampler_fixes_are_ours_unless_asked(tiny_target, monkeypatch):
+    """vLLM's own methods keep vLLM's CPU rejection sampler as shipped, unless VLLM_PTP_FIX_CPU_SAMPLER_FOR_ALL=1."""
+    from vllm import SamplingParams
+    from vllm_runs import generate
+
+    from vllm_ptp import vllm_seam
+    own = {"method": "draft_model", "model": str(tiny_target), "num_speculative_tokens": 2}
+    params = SamplingParams(temperature=0, max_tokens=4)
+    for asked, expected in (("0", False), ("1", True)):
+        monkeypatch.setenv(vllm_seam.FIX_CPU_SAMPLER_FOR_ALL, asked)
+        generate(str(tiny_target), ["def f(x): return x"], params, own)
+        assert vllm_seam._sampler_fixes_apply is expected

@@ -222,11 +222,11 @@ def replacement_for_GPUModelRunner___init__(self, vllm_config, device):
     original = _original("GPUModelRunner", "__init__")
     spec = vllm_config.speculative_config
     self._vllm_ptp_draft_timer = DraftTimer()  # reads its env now, while the engine is being built
-    global _runner_serves_our_method
-    _runner_serves_our_method = False
+    global _sampler_fixes_apply
+    _sampler_fixes_apply = os.environ.get(FIX_CPU_SAMPLER_FOR_ALL, "0") == "1"
     if not is_ours(spec):
         return original(self, vllm_config, device)
-    _runner_serves_our_method = True
+    _sampler_fixes_apply = True
     from vllm.v1.worker import gpu_model_runner as runner_module
     if serves_ptp(spec):
         # vLLM builds its EagleProposer here; ours is that class with PTP's two changes.
@@ -272,18 +272,21 @@ def _propose_with_cp_drafter(self, scheduler_output, sampled_token_ids, sampling
     return draft_ids
 
 
-# --- Two vLLM 0.32 CPU bugs in the rejection sampler's sampling constraints, fixed for our method only -------------
+# --- Two vLLM 0.32 CPU bugs in the rejection sampler's sampling constraints, fixed for our methods --------------------
 # 1. Its torch top-k calls max() on an empty tensor when a step has no draft tokens at all (every first step of a
 #    top-k request: vLLM's ngram hits it too).
 # 2. Its C++ stand-in for the Triton `expand_kernel` writes into an int64 copy of the output, so the per-token
 #    temperature / top-k / top-p it expands (float32 / int32) are uninitialised memory: sampled requests would be
 #    verified against a wrong target distribution.
 
-_runner_serves_our_method = False
+# On for our methods; for every method only when asked (VLLM_PTP_FIX_CPU_SAMPLER_FOR_ALL=1: `vllm-ptp bench` sets it
+# so that vLLM's own methods are verified against the right temperatures too).
+FIX_CPU_SAMPLER_FOR_ALL = "VLLM_PTP_FIX_CPU_SAMPLER_FOR_ALL"
+_sampler_fixes_apply = False
 
 
 def replacement_for_rejection_sampler_apply_sampling_constraints(logits, cu_num_draft_tokens, sampling_metadata):
-    if _runner_serves_our_method and logits.shape[0] == 0:
+    if _sampler_fixes_apply and logits.shape[0] == 0:
         return logits  # nothing to constrain; vLLM's torch top-k calls max() on the empty tensor
     return _original("rejection_sampler", "apply_sampling_constraints")(logits, cu_num_draft_tokens,
                                                                        sampling_metadata)
@@ -291,7 +294,7 @@ def replacement_for_rejection_sampler_apply_sampling_constraints(logits, cu_num_
 
 def replacement_for_rejection_sampler_expand_batch_to_tokens(x, cu_num_tokens, num_tokens, replace_from=0,
                                                              replace_to=0):
-    if not (_runner_serves_our_method and x.device.type == "cpu"):
+    if not (_sampler_fixes_apply and x.device.type == "cpu"):
         return _original("rejection_sampler", "expand_batch_to_tokens")(x, cu_num_tokens, num_tokens, replace_from,
                                                                         replace_to)
     counts = torch.diff(cu_num_tokens.long(), prepend=cu_num_tokens.new_zeros(1).long())

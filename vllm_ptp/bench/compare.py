@@ -6,7 +6,9 @@ size) in turn; the method order is rotated between repeats so no method always r
 method and setting: output tokens/s (mean over repeats), speed-up over no speculation in the same setting, mean
 acceptance length (1 + accepted drafts per verifying step), per-position acceptance, the share of the run's wall time
 spent drafting (the runner's propose step, for every method), and whether greedy outputs are identical to no
-speculation, checked in a separate float32 engine (bf16 verification flips near-ties; background.md §3).
+speculation, checked in a separate float32 engine (bf16 verification flips near-ties; background.md §3). vLLM 0.32's
+CPU rejection sampler verifies sampled requests against uninitialised temperatures; vllm-ptp fixes that for its own
+methods, and the bench turns the fix on for every method so that T > 0 compares like with like.
 Methods are 'none', 'ngram[:k]' or 'NAME=DRAFT_DIR[:k]': vLLM recognises the draft's kind from its config (ours: PTP
 and CP; vLLM's own: Medusa, EAGLE-3, P-EAGLE). Writes OUT/bench.json, OUT/bench.md and OUT/bench.png.
 """
@@ -150,6 +152,9 @@ def prompt_set(target: str, dataset: str, n: int, seed: int = 0) -> list[str]:
 def run_bench(target: str, config: BenchConfig, out: str | Path | None = None, progress: bool = True) -> list[Row]:
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
+    from vllm_ptp.vllm_seam import FIX_CPU_SAMPLER_FOR_ALL
+    # vLLM's own methods verified against the requests' real temperatures on CPU too (vllm_seam), for a fair T > 0.
+    os.environ.setdefault(FIX_CPU_SAMPLER_FOR_ALL, "1")
     from tqdm import tqdm
     from vllm import SamplingParams
 
