@@ -241,7 +241,7 @@ def write_outputs(rows: list[Row], config: BenchConfig, target: str, out: Path, 
     (out / "bench.md").write_text(f"Target {target}; {machine['processor']}, {machine['cpus']} CPUs; "
                                   f"{config.prompts} prompts per set, {config.max_tokens} new tokens, "
                                   f"{config.repeats} repeat(s), {config.dtype}; wall time {wall_seconds / 60:.1f} "
-                                  f"min.\n\n{markdown_table(rows)}\n")
+                                  f"min.\n\n{summary_table([asdict(r) for r in rows])}\n\n{markdown_table(rows)}\n")
     plot(rows, out / "bench.png")
 
 
@@ -280,6 +280,28 @@ def markdown_table(rows: list[Row]) -> str:
         lines.append(f"| {r.dataset} | {r.temperature:g} | {r.batch_size} | {r.method} | {r.tokens_per_second:.1f} "
                      f"| {r.speedup:.2f}x | {r.acceptance_length:.2f} "
                      f"| {', '.join(f'{x:.2f}' for x in r.acceptance_per_position)} | {share} | {same} |")
+    return "\n".join(lines)
+
+
+def summary_table(rows: list[dict]) -> str:
+    """One Markdown line per method: acceptance length at each temperature and speed-up at each batch size (means over
+    the other settings), drafting share at batch 1, greedy identity over every prompt set."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    temps = sorted({r["temperature"] for r in rows})
+    batches = sorted({r["batch_size"] for r in rows})
+    mean = lambda xs: sum(xs) / len(xs) if xs else float("nan")  # noqa: E731
+    head = ([f"AL T={t:g}" for t in temps] + [f"speed-up batch {b}" for b in batches]
+            + [f"draft time batch {batches[0]}", "greedy identical (fp32)"])
+    lines = ["| method | " + " | ".join(head) + " |", "|---|" + "---|" * len(head)]
+    for m in methods:
+        mine = [r for r in rows if r["method"] == m]
+        cells = [f"{mean([r['acceptance_length'] for r in mine if r['temperature'] == t]):.2f}" for t in temps]
+        cells += [f"{mean([r['speedup'] for r in mine if r['batch_size'] == b]):.2f}x" for b in batches]
+        shares = [r["draft_time_share"] for r in mine if r["batch_size"] == batches[0] and r["draft_time_share"]]
+        cells.append(f"{mean(shares):.0%}" if shares else "")
+        same = {r["greedy_identical"] for r in mine} - {None}
+        cells.append("" if not same else ("yes" if same == {True} else "NO"))
+        lines.append(f"| {m} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
