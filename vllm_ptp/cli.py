@@ -1,4 +1,4 @@
-"""`vllm-ptp` command: train drafts, run the offline demo, benchmark."""
+"""`vllm-ptp` command: train drafts, serve, run the offline demo, benchmark, load-test the server."""
 from __future__ import annotations
 
 import argparse
@@ -136,6 +136,29 @@ def cmd_bench(a: argparse.Namespace) -> None:
     run_bench(_target(config.target), config, out=a.out)
 
 
+def cmd_serve(a: argparse.Namespace) -> None:
+    from vllm_ptp.bench.server import api_server_command
+    command = api_server_command(a.model, *a.vllm_args)
+    os.execv(command[0], command)
+
+
+def cmd_load(a: argparse.Namespace) -> None:
+    import json
+    from pathlib import Path
+
+    from vllm_ptp.bench.load import LoadSettings, run_load
+    from vllm_ptp.bench.demo import SHIPPED
+    draft = a.draft or str(SHIPPED / "ptp_smollm2")
+    speculative_config = {"model": draft, **json.loads(a.speculative_config or "{}")}
+    settings = LoadSettings(requests=a.requests, concurrency=a.concurrency, max_tokens=a.max_tokens, warmup=a.warmup,
+                            rss_growth_mb=a.rss_growth_mb, prompt_sources=a.prompt_sources, prompts=a.prompts,
+                            startup_timeout=a.startup_timeout)
+    report = run_load(_target(a.target), speculative_config, settings, Path(a.out), a.vllm_args)
+    print((Path(a.out) / "load.md").read_text())
+    if report["problems"]:
+        sys.exit(1)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="vllm-ptp", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -214,6 +237,34 @@ def main(argv: list[str] | None = None) -> None:
     bench.add_argument("--seed", type=int, help="prompt shuffle and engine seed (default 0)")
     bench.add_argument("--out", default="bench_results", help="folder for bench.json, bench.md, bench.png")
     bench.set_defaults(func=cmd_bench)
+
+    serve = sub.add_parser("serve", help="vLLM's OpenAI-compatible server: every argument after MODEL goes to "
+                                         "`python -m vllm.entrypoints.openai.api_server --model MODEL` unchanged")
+    serve.add_argument("model", help="target model folder or name")
+    serve.add_argument("vllm_args", nargs=argparse.REMAINDER,
+                       help="vLLM api_server options, e.g. --port 8000 --speculative-config '{\"model\": DRAFT}'")
+    serve.set_defaults(func=cmd_serve)
+
+    load = sub.add_parser("load", help="load-test the OpenAI server without and with a draft: failures, latency, "
+                                       "throughput, resident memory (JSON + Markdown)")
+    load.add_argument("--target", help="target model folder (default: the embedded SmolLM2-135M-Instruct)")
+    load.add_argument("--draft", help="draft folder (default: examples/drafts/ptp_smollm2)")
+    load.add_argument("--speculative-config", help="JSON merged into {\"model\": DRAFT}, e.g. "
+                                                   "'{\"num_speculative_tokens\": 3}'")
+    load.add_argument("--requests", type=int, default=1000, help="measured requests per configuration")
+    load.add_argument("--concurrency", type=int, default=16, help="requests in flight at once")
+    load.add_argument("--max-tokens", type=int, default=32)
+    load.add_argument("--warmup", type=int, default=32, help="requests sent before memory is measured")
+    load.add_argument("--rss-growth-mb", type=float, default=300,
+                      help="fail if the server's resident memory grows more than this after warm-up")
+    load.add_argument("--prompt-sources", default="sharegpt,humaneval",
+                      help="held-out prompts of these sources (built-in prompts if none is installed)")
+    load.add_argument("--prompts", type=int, default=64, help="prompts per source")
+    load.add_argument("--startup-timeout", type=float, default=600, help="seconds a server may take to start")
+    load.add_argument("--out", default="load_results", help="folder for load.json, load.md and the server logs")
+    load.add_argument("vllm_args", nargs="*", help="after --: more api_server options for both servers, e.g. "
+                                                   "-- --dtype float32 --max-model-len 2048")
+    load.set_defaults(func=cmd_load)
 
     argv = sys.argv[1:] if argv is None else argv
     a = parser.parse_args(argv)

@@ -13,7 +13,7 @@ How a "cp" draft is wired into vLLM's V1 model runner:
 - After each step, like vLLM's Medusa branch, the drafter gets the target's final hidden state that produced each
   request's last sampled token, plus that token; it returns k draft ids per request and stores the draft
   distributions where vLLM's rejection sampler picks them up next step (`_draft_probs`, as for EAGLE's
-  probabilistic drafting). The rejection sampling algorithm is vLLM's; two vLLM 0.32 CPU bugs in its helpers are
+  probabilistic drafting). The rejection sampling algorithm is vLLM's; three vLLM 0.32 CPU bugs in sampling are
   fixed while our method is served (see the section near the end).
 """
 from __future__ import annotations
@@ -77,6 +77,8 @@ def install() -> None:
              replacement_for_VllmConfig__get_v2_model_runner_unsupported_features)
     _replace(GPUModelRunner, "__init__", replacement_for_GPUModelRunner___init__)
     _replace(GPUModelRunner, "propose_draft_token_ids", replacement_for_GPUModelRunner_propose_draft_token_ids)
+    _replace(GPUModelRunner, "_sample", replacement_for_GPUModelRunner__sample)
+    _replace(GPUModelRunner, "_bookkeeping_sync", replacement_for_GPUModelRunner__bookkeeping_sync)
     from vllm.v1.sample import rejection_sampler
     _replace(rejection_sampler, "apply_sampling_constraints",
              replacement_for_rejection_sampler_apply_sampling_constraints)
@@ -272,7 +274,7 @@ def _propose_with_cp_drafter(self, scheduler_output, sampled_token_ids, sampling
     return draft_ids
 
 
-# --- Two vLLM 0.32 CPU bugs in the rejection sampler's sampling constraints, fixed for our methods --------------------
+# --- Three vLLM 0.32 CPU bugs in sampling, fixed for our methods -------------------------------------------------
 # 1. Its torch top-k calls max() on an empty tensor when a step has no draft tokens at all (every first step of a
 #    top-k request: vLLM's ngram hits it too).
 # 2. Its C++ stand-in for the Triton `expand_kernel` writes into an int64 copy of the output, so the per-token
@@ -302,6 +304,40 @@ def replacement_for_rejection_sampler_expand_batch_to_tokens(x, cu_num_tokens, n
     return torch.repeat_interleave(x, counts, output_size=num_tokens)
 
 
+# 3. A seeded request whose prompt is prefilled in several chunks samples a token at every chunk but the last and
+#    discards it; vLLM then rewinds the request's generator with set_offset(offset - 4), which only CUDA (Philox)
+#    generators have: on the CPU it raises and the engine dies. The CPU generator's state is saved before sampling
+#    and restored instead (exactly "nothing was drawn", where the CUDA rewind approximates it).
+
+def replacement_for_GPUModelRunner__sample(self, logits, spec_decode_metadata):
+    self._vllm_ptp_rng_before_discarded = _cpu_generators_of_discarded_rows(self) if _sampler_fixes_apply else {}
+    return _original("GPUModelRunner", "_sample")(self, logits, spec_decode_metadata)
+
+
+def replacement_for_GPUModelRunner__bookkeeping_sync(self, *args, **kwargs):
+    saved = getattr(self, "_vllm_ptp_rng_before_discarded", None) or {}
+    self._vllm_ptp_rng_before_discarded = {}
+    generators = self.input_batch.generators
+    for i, (generator, state) in saved.items():
+        generator.set_state(state)
+        del generators[i]  # hidden from vLLM's CUDA-only rewind
+    try:
+        return _original("GPUModelRunner", "_bookkeeping_sync")(self, *args, **kwargs)
+    finally:
+        for i, (generator, _) in saved.items():
+            generators[i] = generator
+
+
+def _cpu_generators_of_discarded_rows(runner) -> dict[int, tuple[torch.Generator, torch.Tensor]]:
+    num_reqs = runner.input_batch.num_reqs
+    saved = {}
+    for i in runner.discard_request_mask.np[:num_reqs].nonzero()[0]:
+        generator = runner.input_batch.generators.get(int(i))
+        if generator is not None and generator.device.type == "cpu":
+            saved[int(i)] = (generator, generator.get_state())
+    return saved
+
+
 DRAFT_TIME_FILE = "VLLM_PTP_DRAFT_TIME_FILE"
 
 
@@ -311,7 +347,9 @@ class DraftTimer:
     benchmark in another process can read the draft share of a run. Unset, it only yields."""
 
     def __init__(self):
-        self.path = os.environ.get(DRAFT_TIME_FILE)
+        from vllm.distributed import get_tensor_model_parallel_rank
+        # Every tensor-parallel worker drafts the same tokens at the same time: the first one reports.
+        self.path = os.environ.get(DRAFT_TIME_FILE) if get_tensor_model_parallel_rank() == 0 else None
         self.seconds, self.calls = 0.0, 0
 
     @contextlib.contextmanager
@@ -327,10 +365,23 @@ class DraftTimer:
                 torch.cuda.synchronize(device)
             self.seconds += time.perf_counter() - start
             self.calls += 1
-            tmp = f"{self.path}.tmp"
+            tmp = f"{self.path}.{os.getpid()}.tmp"
             with open(tmp, "w") as f:
                 json.dump({"seconds": self.seconds, "calls": self.calls}, f)
             os.replace(tmp, self.path)
+
+
+def _whole_vocab_rows(weight: torch.Tensor, vocab_size: int) -> torch.Tensor:
+    """The target's embedding / LM head with every vocab row. Under tensor parallelism each worker holds one
+    contiguous shard of the (padded) vocab rows (VocabParallelEmbedding without added vocab): all-gathered once
+    at load, so every worker drafts from the same full distributions as at TP=1."""
+    from vllm.distributed import get_tensor_model_parallel_world_size, tensor_model_parallel_all_gather
+    if get_tensor_model_parallel_world_size() > 1:
+        weight = tensor_model_parallel_all_gather(weight.contiguous(), dim=0)
+    if weight.shape[0] < vocab_size:
+        raise RuntimeError(f"vllm-ptp CP heads: the target's vocab rows ({weight.shape[0]}) are fewer than its vocab "
+                           f"size ({vocab_size}); this target layout is not supported")
+    return weight[:vocab_size]
 
 
 class VllmCPDrafter:
@@ -343,11 +394,8 @@ class VllmCPDrafter:
         self.proposer = CPProposer(spec.model, device=device, dtype=vllm_config.model_config.dtype)
 
     def load_model(self, target_model: torch.nn.Module) -> None:
-        embed = target_model.model.embed_tokens.weight
-        lm_head = target_model.lm_head.weight
-        if embed.shape[0] < self.vocab_size or lm_head.shape[0] < self.vocab_size:
-            raise NotImplementedError("vllm-ptp CP heads need the whole embedding and LM head on one worker; "
-                                      "tensor-parallel targets are not supported yet")
+        embed = _whole_vocab_rows(target_model.model.embed_tokens.weight, self.vocab_size)
+        lm_head = _whole_vocab_rows(target_model.lm_head.weight, self.vocab_size)
         self.proposer.attach_target(embed, lm_head, self.vocab_size)
 
     def propose(self, sampled_token_ids: list[list[int]], sample_hidden_states: torch.Tensor,
@@ -369,7 +417,8 @@ class VllmCPDrafter:
                        else sampling_metadata.temperature[idx])
         top_k = None if sampling_metadata.top_k is None else sampling_metadata.top_k[idx]
         top_p = None if sampling_metadata.top_p is None else sampling_metadata.top_p[idx]
-        uniforms = draw_uniforms(len(sampled_token_ids), k, sampling_metadata.generators, self.device)[idx]
+        uniforms = draw_uniforms(len(sampled_token_ids), k, sampling_metadata.generators,
+                                 sampling_metadata.temperature, self.device)[idx]
         ids, probs = self.proposer.propose(
             sample_hidden_states[torch.tensor(rows, device=sample_hidden_states.device)],
             torch.tensor(last_tokens, device=self.device), k, temperature, top_k, top_p, uniforms,
@@ -443,15 +492,16 @@ def _ptp_proposer_class() -> type:
             def load_model(self, target_model) -> None:
                 super().load_model(target_model)
                 folder = Path(self.speculative_config.model)
-                check_fingerprint(folder / CONFIG_FILE, PTPConfig.from_checkpoint(folder).verifier,
-                                  self.model.model.embed_tokens.weight)
+                embed = _whole_vocab_rows(self.model.model.embed_tokens.weight,
+                                          self.vllm_config.model_config.get_vocab_size())
+                check_fingerprint(folder / CONFIG_FILE, PTPConfig.from_checkpoint(folder).verifier, embed)
 
             def propose(self, *args, **kwargs):
                 # vLLM's runner passes everything by keyword
                 metadata = kwargs["sampling_metadata"]
                 batch = kwargs["common_attn_metadata"].batch_size()
                 self._ptp_u = draw_uniforms(batch, kwargs["num_speculative_tokens"], metadata.generators,
-                                            self.device)
+                                            metadata.temperature, self.device)
                 self._ptp_sampling = metadata
                 try:
                     return super().propose(*args, **kwargs)

@@ -13,13 +13,21 @@ import torch
 from vllm_ptp.kernels import pick_from_logits
 
 
-def draw_uniforms(batch: int, k: int, generators: dict[int, torch.Generator], device: torch.device) -> torch.Tensor:
-    """u [batch, k] ~ U[0, 1); rows of seeded requests (index -> generator) come from their generator."""
+def draw_uniforms(batch: int, k: int, generators: dict[int, torch.Generator], temperature: torch.Tensor | None,
+                  device: torch.device) -> torch.Tensor:
+    """u [batch, k] ~ U[0, 1); rows of seeded requests (index -> generator) come from their generator.
+
+    Greedy rows (temperature None or <= 0) get u = 1/2: at temperature 0 every u picks the argmax and tells the draft
+    nothing, and a fixed u keeps greedy drafts deterministic. Random u's there would change how many tokens greedy
+    requests get accepted, hence which steps batch with which, hence the float rounding that seeded requests in the
+    same batch see: their answers would no longer repeat run to run."""
     u = torch.rand(batch, k, device=device)
     for i, generator in generators.items():
         if i < batch:
             u[i] = torch.rand(k, generator=generator, device=generator.device).to(device)
-    return u
+    if temperature is None:
+        return u.fill_(0.5)
+    return u.masked_fill_((temperature[:batch] <= 0).unsqueeze(1), 0.5)
 
 
 def pick_drafts(logits: torch.Tensor, u: torch.Tensor, temperature: torch.Tensor | None,
