@@ -79,6 +79,7 @@ def install() -> None:
     _replace(GPUModelRunner, "propose_draft_token_ids", replacement_for_GPUModelRunner_propose_draft_token_ids)
     _replace(GPUModelRunner, "_sample", replacement_for_GPUModelRunner__sample)
     _replace(GPUModelRunner, "_bookkeeping_sync", replacement_for_GPUModelRunner__bookkeeping_sync)
+    _replace(GPUModelRunner, "_input_fits_in_drafter", replacement_for_GPUModelRunner__input_fits_in_drafter)
     from vllm.v1.sample import rejection_sampler
     _replace(rejection_sampler, "apply_sampling_constraints",
              replacement_for_rejection_sampler_apply_sampling_constraints)
@@ -272,6 +273,23 @@ def _propose_with_cp_drafter(self, scheduler_output, sampled_token_ids, sampling
     self._draft_probs = draft_probs
     self._draft_prob_req_ids = self.input_batch.req_ids.copy() if draft_probs is not None else None
     return draft_ids
+
+
+# --- Holes in the draft's KV cache near max_model_len (vLLM 0.32, every device) ---------------------------------
+# vLLM skips the drafter for the WHOLE batch in any step where one request's length + k exceeds the draft's
+# max_model_len. No draft KV is written for that step's positions of every other request either, and their later
+# draft steps attend to whatever those slots held before: a request's drafts then depend on which requests ran
+# earlier (greedy output is unaffected, but seeded PTP answers stopped repeating run to run, and acceptance drops).
+# For PTP the drafter runs whenever the sequences themselves fit: PTPProposer clamps the mask slots that would
+# pass the limit (they are never written, and their drafts are trimmed by the scheduler).
+
+def replacement_for_GPUModelRunner__input_fits_in_drafter(self, common_attn_metadata):
+    if common_attn_metadata is None or not serves_ptp(self.speculative_config):
+        return _original("GPUModelRunner", "_input_fits_in_drafter")(self, common_attn_metadata)
+    limit = self.effective_drafter_max_model_len
+    # the clamped lengths must still hold every query: a prefill chunk of nearly max_model_len is left to vLLM
+    return (common_attn_metadata.max_seq_len <= limit
+            and common_attn_metadata.max_query_len + self.num_spec_tokens <= limit)
 
 
 # --- Three vLLM 0.32 CPU bugs in sampling, fixed for our methods -------------------------------------------------
@@ -484,7 +502,8 @@ def _ptp_proposer_class() -> type:
         class PTPProposer(EagleProposer):
             """vLLM's EAGLE-3 parallel drafting, changed at two points: the mask slots' inputs get the embeddings
             of u_1..u_{K-1} and the temperature (set_inputs_first_pass), and the K tokens are picks at u_1..u_K
-            from the processed slot distributions, which go to the rejection sampler (_sample_draft_tokens)."""
+            from the processed slot distributions, which go to the rejection sampler (_sample_draft_tokens). It
+            also drafts in steps where vLLM's would skip the batch near max_model_len (_clamp_to_max_model_len)."""
 
             _ptp_u: torch.Tensor | None = None
             _ptp_sampling = None
@@ -510,6 +529,7 @@ def _ptp_proposer_class() -> type:
 
             def set_inputs_first_pass(self, *args, **kwargs):
                 num_tokens, token_indices_to_sample, cad = super().set_inputs_first_pass(*args, **kwargs)
+                cad = self._clamp_to_max_model_len(num_tokens, cad)
                 u = self._ptp_u
                 if u is not None and u.shape[1] > 1:
                     mask_rows = token_indices_to_sample.view(u.shape[0], -1)[:, 1:].long()
@@ -519,6 +539,17 @@ def _ptp_proposer_class() -> type:
                     added = self.model.ptp_conditioning(u[:, :-1], temperature[:u.shape[0]])
                     self.hidden_states[mask_rows] += added.to(self.hidden_states.dtype)
                 return num_tokens, token_indices_to_sample, cad
+
+            def _clamp_to_max_model_len(self, num_tokens, cad):
+                """Mask slots of a request near the limit sit past it (replacement_for_GPUModelRunner__input_
+                fits_in_drafter lets such steps draft): vLLM already leaves them unwritten; their positions are
+                clamped for the rotary table and the lengths for the block table (that request's last drafts are
+                then approximate; the scheduler trims those past the limit anyway)."""
+                limit = self.speculative_config.draft_model_config.max_model_len
+                if cad.max_seq_len <= limit:
+                    return cad
+                self.positions[:num_tokens].clamp_(max=limit - 1)
+                return cad.replace(seq_lens=cad.seq_lens.clamp(max=limit), max_seq_len=limit)
 
             def _sample_draft_tokens(self, hidden_states, sampling_metadata):
                 logits = self.model.compute_logits(hidden_states)

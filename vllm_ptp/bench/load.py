@@ -20,6 +20,7 @@ from vllm_ptp.bench.server import (Server, accepted_per_position, get_text, is_h
                                    post_json)
 
 RSS_SAMPLE_SECONDS = 0.5
+RSS_TIMELINE_SECONDS = 5.0
 PROMPT_CHARS = 1000  # long enough to vary, short enough for small targets' context
 FAILURE_EXAMPLES = 5
 
@@ -69,6 +70,9 @@ class LoadRun:
     rss_peak_mb: float
     rss_end_mb: float
     rss_growth_mb: float
+    rss_by_process_after_warmup_mb: dict[str, float] = field(default_factory=dict)
+    rss_by_process_end_mb: dict[str, float] = field(default_factory=dict)
+    rss_timeline: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the load, MiB)
     warmup_failures: int = 0
     healthy_after_load: bool = True
     spec_drafts: float = 0.0
@@ -131,12 +135,26 @@ def tree_rss_mb(root_pid: int) -> float:
     return sum(rss_mb(pid) for pid in process_tree(root_pid))
 
 
+def rss_by_process_mb(root_pid: int) -> dict[str, float]:
+    """tree_rss_mb split by process, keyed "name pid" (vLLM names its engine process VLLM::EngineCore)."""
+    found = {}
+    for pid in process_tree(root_pid):
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        found[f"{name} {pid}"] = round(rss_mb(pid), 1)
+    return found
+
+
 class RssSampler:
-    """Samples tree_rss_mb(pid) every RSS_SAMPLE_SECONDS in a background thread while running (a `with` block)."""
+    """Samples tree_rss_mb(pid) every RSS_SAMPLE_SECONDS in a background thread while running (a `with` block):
+    the peak, and a timeline with a point every RSS_TIMELINE_SECONDS (does the growth level off?)."""
 
     def __init__(self, pid: int):
         self.pid = pid
         self.peak_mb = 0.0
+        self.timeline: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -149,8 +167,12 @@ class RssSampler:
         self._thread.join()
 
     def _run(self) -> None:
+        start = time.perf_counter()
         while True:
-            self.peak_mb = max(self.peak_mb, tree_rss_mb(self.pid))
+            now, mb = time.perf_counter() - start, tree_rss_mb(self.pid)
+            self.peak_mb = max(self.peak_mb, mb)
+            if not self.timeline or now - self.timeline[-1][0] >= RSS_TIMELINE_SECONDS:
+                self.timeline.append((round(now, 1), round(mb, 1)))
             if self._stop.wait(RSS_SAMPLE_SECONDS):
                 return
 
@@ -223,18 +245,20 @@ def run_config(name: str, target: str, speculative_config: dict | None, prompts:
                   for i in range(settings.warmup)]
         measured = [request_body(model, prompts, i, settings.max_tokens) for i in range(settings.requests)]
         warmup_failures = sum(not r.ok for r in send_all(server.base_url, warmup, settings.concurrency))
-        rss_after_warmup = tree_rss_mb(server.pid)
+        rss_after_warmup, by_process_after_warmup = tree_rss_mb(server.pid), rss_by_process_mb(server.pid)
         spec_before = spec_counts(server)
         with RssSampler(server.pid) as sampler:
             start = time.perf_counter()
             results = send_all(server.base_url, measured, settings.concurrency)
             seconds = time.perf_counter() - start
-        rss_end = tree_rss_mb(server.pid)
+        rss_end, by_process_end = tree_rss_mb(server.pid), rss_by_process_mb(server.pid)
         healthy = is_healthy(server.base_url, timeout=30)
         spec = spec_counts(server, since=spec_before)
     run = summarize(name, speculative_config, results, seconds, rss_after_warmup, max(sampler.peak_mb, rss_end),
                     rss_end, spec)
     run.warmup_failures, run.healthy_after_load = warmup_failures, healthy
+    run.rss_by_process_after_warmup_mb, run.rss_by_process_end_mb = by_process_after_warmup, by_process_end
+    run.rss_timeline = sampler.timeline
     return run
 
 
