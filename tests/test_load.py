@@ -2,7 +2,9 @@
 stays bounded."""
 import json
 
-from vllm_ptp.bench.load import LoadRun, LoadSettings, percentile, run_load
+import pytest
+
+from vllm_ptp.bench.load import LoadRun, LoadSettings, percentile, rss_at, run_load
 
 SETTINGS = LoadSettings(requests=48, concurrency=8, max_tokens=16, warmup=8, rss_growth_mb=300,
                         prompt_sources="humaneval", prompts=16, startup_timeout=300)
@@ -25,6 +27,10 @@ def test_load_without_and_with_a_ptp_draft(tiny_target, tiny_ptp, tmp_path):
         assert run["requests_per_second"] > 0 and run["output_tokens"] > 0
         assert 0 < run["rss_after_warmup_mb"] <= run["rss_peak_mb"]
         assert run["rss_growth_mb"] <= SETTINGS.rss_growth_mb
+        assert run["rss_timeline"] and run["rss_timeline"][0][0] == 0.0
+        by_process = run["rss_by_process_end_mb"]
+        assert any(name.startswith("VLLM::EngineCor") for name in by_process), by_process  # the engine's process
+        assert sum(by_process.values()) == pytest.approx(run["rss_end_mb"], abs=50)
     none, draft = report["runs"]
     assert none["spec_drafts"] == 0 and none["acceptance_length"] is None
     assert draft["spec_drafts"] > 0 and len(draft["spec_accepted_per_position"]) == 4
@@ -38,3 +44,10 @@ def test_percentile_is_nearest_rank():
     assert percentile(values, 99) == 99.0
     assert percentile([3.0], 99) == 3.0
     assert percentile([], 50) == 0.0
+
+
+def test_rss_at_takes_the_last_sample_not_after():
+    timeline = [[0.0, 100.0], [5.0, 120.0], [10.0, 150.0]]
+    assert rss_at(timeline, 7.5, default=0.0) == 120.0
+    assert rss_at(timeline, 10.0, default=0.0) == 150.0
+    assert rss_at([], 3.0, default=99.0) == 99.0

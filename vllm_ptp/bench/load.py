@@ -72,7 +72,8 @@ class LoadRun:
     rss_growth_mb: float
     rss_by_process_after_warmup_mb: dict[str, float] = field(default_factory=dict)
     rss_by_process_end_mb: dict[str, float] = field(default_factory=dict)
-    rss_timeline: list[tuple[float, float]] = field(default_factory=list)  # (seconds into the load, MiB)
+    rss_timeline: list[list[float]] = field(default_factory=list)  # [seconds into the load, MiB]
+    rss_growth_second_half_mb: float = 0.0  # a leak keeps growing here; caches that fill up do not
     warmup_failures: int = 0
     healthy_after_load: bool = True
     spec_drafts: float = 0.0
@@ -154,7 +155,7 @@ class RssSampler:
     def __init__(self, pid: int):
         self.pid = pid
         self.peak_mb = 0.0
-        self.timeline: list[tuple[float, float]] = []
+        self.timeline: list[list[float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -172,9 +173,15 @@ class RssSampler:
             now, mb = time.perf_counter() - start, tree_rss_mb(self.pid)
             self.peak_mb = max(self.peak_mb, mb)
             if not self.timeline or now - self.timeline[-1][0] >= RSS_TIMELINE_SECONDS:
-                self.timeline.append((round(now, 1), round(mb, 1)))
+                self.timeline.append([round(now, 1), round(mb, 1)])
             if self._stop.wait(RSS_SAMPLE_SECONDS):
                 return
+
+
+def rss_at(timeline: list[list[float]], seconds: float, default: float) -> float:
+    """The last timeline sample taken at or before `seconds` (`default` if none was)."""
+    earlier = [mb for at, mb in timeline if at <= seconds]
+    return earlier[-1] if earlier else default
 
 
 # ----------------------------------------------------------------------------- requests
@@ -259,6 +266,7 @@ def run_config(name: str, target: str, speculative_config: dict | None, prompts:
     run.warmup_failures, run.healthy_after_load = warmup_failures, healthy
     run.rss_by_process_after_warmup_mb, run.rss_by_process_end_mb = by_process_after_warmup, by_process_end
     run.rss_timeline = sampler.timeline
+    run.rss_growth_second_half_mb = rss_end - rss_at(sampler.timeline, seconds / 2, rss_after_warmup)
     return run
 
 
@@ -364,6 +372,7 @@ def markdown_report(runs: list[LoadRun], settings: LoadSettings, found: list[str
         ("RSS peak (MiB)", lambda r: f"{r.rss_peak_mb:.0f}"),
         ("RSS end (MiB)", lambda r: f"{r.rss_end_mb:.0f}"),
         ("RSS growth after warm-up (MiB)", lambda r: f"{r.rss_growth_mb:+.0f}"),
+        ("RSS growth in the second half (MiB)", lambda r: f"{r.rss_growth_second_half_mb:+.0f}"),
         ("acceptance length", lambda r: "" if r.acceptance_length is None else f"{r.acceptance_length:.2f}"),
     ]
     header = f"{settings.requests} completions, {settings.concurrency} concurrent, up to {settings.max_tokens} tokens"
