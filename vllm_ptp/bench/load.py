@@ -252,13 +252,15 @@ def run_config(name: str, target: str, speculative_config: dict | None, prompts:
                   for i in range(settings.warmup)]
         measured = [request_body(model, prompts, i, settings.max_tokens) for i in range(settings.requests)]
         warmup_failures = sum(not r.ok for r in send_all(server.base_url, warmup, settings.concurrency))
-        rss_after_warmup, by_process_after_warmup = tree_rss_mb(server.pid), rss_by_process_mb(server.pid)
+        by_process_after_warmup = rss_by_process_mb(server.pid)
+        rss_after_warmup = sum(by_process_after_warmup.values())
         spec_before = spec_counts(server)
         with RssSampler(server.pid) as sampler:
             start = time.perf_counter()
             results = send_all(server.base_url, measured, settings.concurrency)
             seconds = time.perf_counter() - start
-        rss_end, by_process_end = tree_rss_mb(server.pid), rss_by_process_mb(server.pid)
+        by_process_end = rss_by_process_mb(server.pid)
+        rss_end = sum(by_process_end.values())
         healthy = is_healthy(server.base_url, timeout=30)
         spec = spec_counts(server, since=spec_before)
     run = summarize(name, speculative_config, results, seconds, rss_after_warmup, max(sampler.peak_mb, rss_end),
