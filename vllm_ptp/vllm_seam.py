@@ -33,6 +33,7 @@ from vllm_ptp.models.cp_config import CPConfig
 from vllm_ptp.models.cp_heads import load_cp_heads
 from vllm_ptp.models.ptp_config import ARCHITECTURE, PTP_TYPE, PTPConfig
 from vllm_ptp.models.ptp_draft import PTPConditioning, load_ptp_draft
+from vllm_ptp.onednn_cache import CAPACITY_VARIABLE, bound_primitive_cache
 from vllm_ptp.proposers.cp_proposer import CPProposer
 from vllm_ptp.proposers.ptp_proposer import draw_uniforms, pick_drafts
 
@@ -130,6 +131,9 @@ def replacement_for_SpeculativeConfig___post_init__(self):
     if method not in OUR_METHODS:
         return original(self)
     self.method = method
+    capacity = bound_primitive_cache()
+    logging.getLogger("vllm.ptp").info("oneDNN primitive cache capacity %s (%s; bounds CPU memory under speculative "
+                                       "load)", capacity, CAPACITY_VARIABLE)
     if self.model is None:
         raise ValueError(f"speculative_config: method '{method}' needs 'model': the draft checkpoint folder")
     self.num_speculative_tokens = validate_checkpoint_for_target(

@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vllm_ptp.bench.server import (Server, accepted_per_position, get_text, is_healthy, metric_total, openai_server,
                                    post_json)
+from vllm_ptp.onednn_cache import CAPACITY, CAPACITY_VARIABLE
 
 RSS_SAMPLE_SECONDS = 0.5
 RSS_TIMELINE_SECONDS = 5.0
@@ -294,11 +295,14 @@ def spec_counts(server: Server, since: dict | None = None) -> dict:
 
 
 def server_env() -> dict:
-    """Both servers run vLLM's sampling with vllm-ptp's CPU fixes (without them the server without speculation dies
-    on the first seeded request whose prompt is prefilled in chunks: vllm_seam, CPU bug 3)."""
+    """Both servers run as vllm-ptp serves its drafts, so that they differ only in the draft: vLLM's sampling with
+    vllm-ptp's CPU fixes (without them the server without speculation dies on the first seeded request whose prompt
+    is prefilled in chunks: vllm_seam, CPU bug 3) and the bounded oneDNN primitive cache (vllm_ptp/onednn_cache.py;
+    a value set in this process's environment wins)."""
     from vllm_ptp.vllm_seam import FIX_CPU_SAMPLER_FOR_ALL
     return {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
-            "VLLM_ENABLE_V1_MULTIPROCESSING": "1", FIX_CPU_SAMPLER_FOR_ALL: "1"}
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "1", FIX_CPU_SAMPLER_FOR_ALL: "1",
+            CAPACITY_VARIABLE: os.environ.get(CAPACITY_VARIABLE, str(CAPACITY))}
 
 
 def summarize(name: str, speculative_config: dict | None, results: list[RequestResult], seconds: float,
@@ -334,8 +338,8 @@ def run_load(target: str, speculative_config: dict | None, settings: LoadSetting
         print(f"{name}: {runs[-1].failures} failures, {runs[-1].requests_per_second:.2f} requests/s", flush=True)
     found = problems(runs, settings)
     report = {"target": str(target), "settings": asdict(settings), "vllm_args": list(vllm_args),
-              "prompts": len(prompts), "runs": [dict(asdict(r), acceptance_length=r.acceptance_length) for r in runs],
-              "problems": found}
+              "onednn_primitive_cache_capacity": server_env()[CAPACITY_VARIABLE], "prompts": len(prompts),
+              "runs": [dict(asdict(r), acceptance_length=r.acceptance_length) for r in runs], "problems": found}
     (out / "load.json").write_text(json.dumps(report, indent=2) + "\n")
     (out / "load.md").write_text(markdown_report(runs, settings, found))
     return report
