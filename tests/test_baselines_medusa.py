@@ -18,11 +18,12 @@ HEADS = 3
 @pytest.fixture(scope="module")
 def tiny_medusa(tiny_target, tmp_path_factory):
     """3 heads distilled from the tiny target (training softmax over 256 of its 384 tokens)."""
-    from vllm_ptp.training.ptp_data import generate_ptp_teacher_data
+    from vllm_ptp.training.ptp_data import TeacherSettings, generate_ptp_teacher_data
     from vllm_ptp.training.train_medusa import MedusaTrainArgs, train_medusa
     work = tmp_path_factory.mktemp("tiny_medusa")
     prompts = [[{"role": "user", "content": line}] for line in stdlib_text(60_000).splitlines()[:2400:12]]
-    generate_ptp_teacher_data(tiny_target, prompts, work / "teacher", aux_layers=[0, 1], max_new_tokens=48)
+    settings = TeacherSettings(target=str(tiny_target), aux_layers=[0, 1], max_new_tokens=48, state_dtype="float32")
+    generate_ptp_teacher_data(settings, prompts, work / "teacher")
     return train_medusa(MedusaTrainArgs(target=str(tiny_target), data_dir=str(work / "teacher"),
                                         out=str(work / "medusa"), heads=HEADS, steps=300, batch_size=64, lr=3e-3,
                                         draft_vocab_size=256, save_every=100, eval_fraction=0.1))

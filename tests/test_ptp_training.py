@@ -45,3 +45,22 @@ def test_train_cli_independent_and_inverse_autoregressive(tiny_target, tiny_ptp,
     assert independent.config.u_embedding == "none" and not independent.config.uses_u
     assert inverse_ar.config.u_embedding == "binary" and inverse_ar.config.num_slots == 3
     assert "--inverse-ar" in (tmp_path / "inverse_ar" / "README.md").read_text()
+
+
+def test_training_ships_the_best_checkpoint_by_offline_acceptance(tiny_target, tiny_ptp, tmp_path):
+    teacher = tiny_ptp.parent / "teacher"
+    folder = tmp_path / "ptp"
+    common = dict(target=str(tiny_target), data_dir=str(teacher), out=str(folder), slots=4, batch_size=8, window=64,
+                  anchors=16, lr=3e-3, draft_vocab_size=256, save_every=10, eval_fraction=0.1, eval_dir=str(teacher))
+    train_ptp(PTPTrainArgs(steps=40, max_hours=0.0, **common))  # out of time at once: state saved, nothing exported
+    assert json.loads((folder / "training_state" / "train_state.json").read_text())["step"] == 0
+    assert not (folder / "model.safetensors").exists()
+    train_ptp(PTPTrainArgs(steps=40, **common))
+    evaluated = [r for r in read_log(folder) if "acceptance" in r]
+    assert [r["step"] for r in evaluated] == [10, 20, 30, 40]
+    assert set(evaluated[0]["acceptance"]) == {"T=0", "T=0.7", "T=1"}
+    score = [sum(a["acceptance_length"] for a in r["acceptance"].values()) for r in evaluated]
+    best = evaluated[score.index(max(score))]["step"]
+    assert [r["step"] for r in evaluated if r.get("exported")][-1] == best
+    card = (folder / "README.md").read_text()
+    assert f"step {best} of 40" in card and "Offline acceptance" in card

@@ -85,11 +85,12 @@ def train_tiny_cp(target: Path, work: Path, rank: int = 4, heads: int = 3, steps
 def train_tiny_ptp(target: Path, work: Path, slots: int = 4, steps: int = 200, u_embedding: str = "quarter_cos",
                    teacher: Path | None = None) -> Path:
     """A PTP draft distilled from the tiny target (teacher states shared between drafts through `teacher`)."""
-    from vllm_ptp.training.ptp_data import generate_ptp_teacher_data
+    from vllm_ptp.training.ptp_data import TeacherSettings, generate_ptp_teacher_data
     from vllm_ptp.training.train_ptp import PTPTrainArgs, train_ptp
     teacher = teacher or work / "teacher"
     prompts = [[{"role": "user", "content": line}] for line in stdlib_text(60_000).splitlines()[:2400:12]]
-    generate_ptp_teacher_data(target, prompts, teacher, aux_layers=[0, 1], max_new_tokens=48)
+    settings = TeacherSettings(target=str(target), aux_layers=[0, 1], max_new_tokens=48, state_dtype="float32")
+    generate_ptp_teacher_data(settings, prompts, teacher)
     return train_ptp(PTPTrainArgs(target=str(target), data_dir=str(teacher), out=str(work / "ptp"), slots=slots,
                                   u_embedding=u_embedding, steps=steps, batch_size=8, window=64, anchors=16,
                                   lr=3e-3, draft_vocab_size=256, save_every=100, eval_fraction=0.1))

@@ -39,22 +39,46 @@ def cmd_train_cp(a: argparse.Namespace) -> None:
 
 
 def cmd_train_ptp(a: argparse.Namespace) -> None:
-    from vllm_ptp.training.ptp_data import generate_ptp_teacher_data
     from vllm_ptp.training.train_ptp import PTPTrainArgs, train_ptp
-
-    target, teacher_dir, conversations = _training_inputs(a)
-    generate_ptp_teacher_data(target, conversations, teacher_dir, aux_layers=_aux_layers(target, a.aux_layers),
-                              max_new_tokens=a.max_new_tokens, seed=a.seed, device=a.device)
+    target, teacher_dir = _slot_draft_teacher(a)
     if a.teacher_only:
-        print(f"teacher data in {teacher_dir}")
         return
-    train_ptp(PTPTrainArgs(
-        target=target, data_dir=str(teacher_dir), out=a.out, slots=a.slots,
-        u_embedding="none" if a.independent else a.u_embedding, u_source="self" if a.inverse_ar else "teacher",
-        loss=a.loss, gamma=a.gamma, layers=a.layers, steps=a.steps, batch_size=a.batch_size, window=a.window,
-        anchors=a.anchors, lr=a.lr, draft_vocab_size=a.draft_vocab, seed=a.seed, device=a.device,
-        command=a.command_line))
+    train_ptp(PTPTrainArgs(u_embedding="none" if a.independent else a.u_embedding,
+                           u_source="self" if a.inverse_ar else "teacher", **_slot_train_args(a, target, teacher_dir)))
     print(f"checkpoint written to {a.out}")
+
+
+def _teacher_settings(a: argparse.Namespace, target: str, aux_layers: list[int]):
+    from vllm_ptp.training.ptp_data import TeacherSettings
+    return TeacherSettings(target=target, aux_layers=aux_layers, samples_per_prompt=a.samples_per_prompt,
+                           temperatures=tuple(a.temperatures),
+                           max_new_tokens=a.max_new_tokens, max_prompt_tokens=a.max_prompt_tokens, seed=a.seed,
+                           state_dtype=a.state_dtype)
+
+
+def cmd_teacher(a: argparse.Namespace) -> None:
+    """Teacher data only: step 1 (continuations), step 2 (states) or both; resumable, seeded."""
+    import random
+    from pathlib import Path
+
+    from vllm_ptp.training.data import load_conversations
+    from vllm_ptp.training.ptp_data import check_meta, generate_sequences, record_states
+    target = _target(a.target)
+    settings = _teacher_settings(a, target, _aux_layers(target, a.aux_layers))
+    settings.check()
+    out = Path(a.out)
+    check_meta(out, settings)
+    if a.step in ("sequences", "all"):
+        conversations = []
+        for source in a.data.split(","):
+            conversations += load_conversations(source, a.split, a.prompts, seed=a.seed)
+        # the sources interleaved, so that a run stopped early (--max-hours) has seen each in proportion
+        random.Random(a.seed).shuffle(conversations)
+        written = generate_sequences(settings, conversations, out, a.max_hours)
+        print(f"{written} shards of continuations in {out}")
+    if a.step in ("states", "all"):
+        record_states(settings, out, a.device, follow=a.follow)
+        print(f"states recorded in {out}")
 
 
 def cmd_train_medusa(a: argparse.Namespace) -> None:
@@ -67,8 +91,7 @@ def cmd_train_medusa(a: argparse.Namespace) -> None:
     # Medusa reads only the final states, so an existing PTP teacher cache serves whatever its auxiliary layers.
     meta = teacher_dir / "meta.json"
     aux_layers = json.loads(meta.read_text())["aux_layers"] if meta.exists() else _aux_layers(target, None)
-    generate_ptp_teacher_data(target, conversations, teacher_dir, aux_layers=aux_layers,
-                              max_new_tokens=a.max_new_tokens, seed=a.seed, device=a.device)
+    generate_ptp_teacher_data(_teacher_settings(a, target, aux_layers), conversations, teacher_dir, a.device)
     train_medusa(MedusaTrainArgs(
         target=target, data_dir=str(teacher_dir), out=a.out, heads=a.heads, blocks=a.blocks, loss=a.loss,
         steps=a.steps, batch_size=a.batch_size, lr=a.lr, draft_vocab_size=a.draft_vocab, seed=a.seed,
@@ -105,8 +128,12 @@ def _slot_draft_teacher(a: argparse.Namespace):
     """The PTP teacher data (shared by every EAGLE-3-layout draft): made or completed in the teacher folder."""
     from vllm_ptp.training.ptp_data import generate_ptp_teacher_data
     target, teacher_dir, conversations = _training_inputs(a)
-    generate_ptp_teacher_data(target, conversations, teacher_dir, aux_layers=_aux_layers(target, a.aux_layers),
-                              max_new_tokens=a.max_new_tokens, seed=a.seed, device=a.device)
+    if a.teacher_dir and (teacher_dir / "meta.json").exists():
+        # an existing folder (e.g. from `vllm-ptp teacher`, maybe still growing) is used as it is
+        print(f"training on the teacher data already in {teacher_dir}")
+    else:
+        generate_ptp_teacher_data(_teacher_settings(a, target, _aux_layers(target, a.aux_layers)), conversations,
+                                  teacher_dir, a.device)
     if a.teacher_only:
         print(f"teacher data in {teacher_dir}")
     return target, teacher_dir
@@ -115,7 +142,35 @@ def _slot_draft_teacher(a: argparse.Namespace):
 def _slot_train_args(a: argparse.Namespace, target: str, teacher_dir) -> dict:
     return dict(target=target, data_dir=str(teacher_dir), out=a.out, slots=a.slots, loss=a.loss, gamma=a.gamma,
                 layers=a.layers, steps=a.steps, batch_size=a.batch_size, window=a.window, anchors=a.anchors, lr=a.lr,
-                draft_vocab_size=a.draft_vocab, seed=a.seed, device=a.device, command=a.command_line)
+                draft_vocab_size=a.draft_vocab, seed=a.seed, device=a.device, eval_dir=a.eval_dir,
+                max_hours=a.max_hours, save_every=a.save_every, command=a.command_line)
+
+
+def cmd_eval_draft(a: argparse.Namespace) -> None:
+    """Offline acceptance per position of a parallel draft on held-out teacher data (no vLLM engine)."""
+    import json
+
+    import torch
+
+    from vllm_ptp.models.ptp_draft import load_ptp_draft
+    from vllm_ptp.training.acceptance import draft_acceptance, teacher_sequences
+    from vllm_ptp.training.common import load_target_head
+    from vllm_ptp.training.ptp_data import load_ptp_teacher_data
+    torch.set_num_threads(a.threads) if a.threads else None
+    embed, lm_head, _ = load_target_head(_target(a.target))
+    draft = load_ptp_draft(a.draft)
+    if not draft.config.parallel:
+        raise SystemExit(f"{a.draft}: eval-draft measures parallel drafts (PTP, P-EAGLE); this one drafts "
+                         f"sequentially")
+    draft.embed = embed
+    data = load_ptp_teacher_data(a.data)
+    if list(data.aux_layers) != list(draft.config.aux_layer_ids):
+        raise SystemExit(f"{a.data}/meta.json: states of layers {data.aux_layers}, the draft reads "
+                         f"{draft.config.aux_layer_ids}")
+    k = a.k or draft.config.num_slots
+    results = {name: r.summary() for name, r in
+               draft_acceptance(draft, teacher_sequences(data, max_tokens=a.max_tokens), lm_head, k).items()}
+    print(json.dumps({"draft": a.draft, "data": a.data, "k": k, "acceptance": results}, indent=2))
 
 
 def cmd_demo(a: argparse.Namespace) -> None:
@@ -174,8 +229,6 @@ def main(argv: list[str] | None = None) -> None:
     cp.add_argument("--lr", type=float, default=2e-3)
     cp.add_argument("--balance-weight", type=float, default=0.01)
     cp.add_argument("--draft-vocab", type=int, default=8192)
-    cp.add_argument("--seed", type=int, default=0)
-    cp.add_argument("--device", default="cuda" if _cuda() else "cpu")
     cp.set_defaults(func=cmd_train_cp)
 
     medusa = kinds.add_parser("medusa", help="Medusa heads, served by vLLM's own `method: medusa` (baseline)")
@@ -189,8 +242,6 @@ def main(argv: list[str] | None = None) -> None:
     medusa.add_argument("--lr", type=float, default=3e-3)
     medusa.add_argument("--draft-vocab", type=int, default=8192,
                         help="tokens the training softmax runs over (the heads always score the full vocabulary)")
-    medusa.add_argument("--seed", type=int, default=0)
-    medusa.add_argument("--device", default="cuda" if _cuda() else "cpu")
     medusa.set_defaults(func=cmd_train_medusa)
 
     ptp = kinds.add_parser("ptp", help="Parallel Token Prediction draft (EAGLE-3 layout + auxiliary variables)")
@@ -210,6 +261,34 @@ def main(argv: list[str] | None = None) -> None:
                                              "format (baseline)")
     _add_slot_draft_options(eagle3, "drafting steps unrolled in training (training-time test), the k trained for")
     eagle3.set_defaults(func=cmd_train_eagle3)
+
+    teacher = sub.add_parser("teacher", help="teacher data for the EAGLE-3-layout drafts and Medusa: the target's "
+                                             "continuations (vLLM) and its states along them (resumable)")
+    teacher.add_argument("--out", required=True, help="teacher folder (pass it to `train ... --teacher-dir`)")
+    teacher.add_argument("--target", help="target model folder (default: the embedded SmolLM2-135M-Instruct)")
+    teacher.add_argument("--data", default="sharegpt_turns,stdlib",
+                         help="comma-separated prompt sources: sharegpt | sharegpt_turns | humaneval | stdlib | "
+                              "FILE.jsonl")
+    teacher.add_argument("--split", default="train", choices=["train", "heldout"])
+    teacher.add_argument("--prompts", type=int, help="prompts per source (default: all)")
+    teacher.add_argument("--step", default="all", choices=["sequences", "states", "all"],
+                         help="continuations (vLLM), states (transformers) or both")
+    teacher.add_argument("--follow", action="store_true",
+                         help="with --step states: keep recording shards as a running `--step sequences` writes them")
+    teacher.add_argument("--max-hours", type=float, help="stop generating after this long (at a shard boundary)")
+    teacher.add_argument("--aux-layers", help="target layers the draft reads, e.g. 2,15,27 (default: EAGLE-3's)")
+    _add_teacher_options(teacher)
+    teacher.set_defaults(func=cmd_teacher)
+
+    evaluate = sub.add_parser("eval-draft", help="offline acceptance per position of a PTP / P-EAGLE draft on "
+                                                 "held-out teacher data, as vLLM's verification would accept it")
+    evaluate.add_argument("draft", help="draft folder")
+    evaluate.add_argument("--data", required=True, help="teacher folder (`vllm-ptp teacher --split heldout ...`)")
+    evaluate.add_argument("--target", help="target model folder (default: the embedded SmolLM2-135M-Instruct)")
+    evaluate.add_argument("--k", type=int, help="draft positions (default: the draft's slots)")
+    evaluate.add_argument("--max-tokens", type=int, help="evaluate only the first tokens of each continuation")
+    evaluate.add_argument("--threads", type=int, help="torch threads")
+    evaluate.set_defaults(func=cmd_eval_draft)
 
     demo = sub.add_parser("demo", help="offline demo: acceptance and tokens/s with and without the draft")
     demo.add_argument("--target", help="target model folder (default: the embedded SmolLM2-135M-Instruct)")
@@ -278,7 +357,23 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True)
     parser.add_argument("--teacher-dir", help="where the teacher data are cached (default OUT/teacher)")
     parser.add_argument("--prompts", type=int, default=512, help="prompts per data source")
-    parser.add_argument("--max-new-tokens", type=int, default=192)
+    _add_teacher_options(parser)
+
+
+def _add_teacher_options(parser: argparse.ArgumentParser) -> None:
+    from vllm_ptp.training.ptp_data import TeacherSettings
+    defaults = TeacherSettings(target="", aux_layers=[])
+    parser.add_argument("--max-new-tokens", type=int, default=defaults.max_new_tokens)
+    parser.add_argument("--max-prompt-tokens", type=int, default=defaults.max_prompt_tokens,
+                        help="longer prompts are left out")
+    parser.add_argument("--temperatures", type=float, nargs="+", default=list(defaults.temperatures),
+                        help="the cycle of sampling temperatures over the prompts")
+    parser.add_argument("--samples-per-prompt", type=int, default=defaults.samples_per_prompt,
+                        help="continuations per prompt at T > 0")
+    parser.add_argument("--state-dtype", default=defaults.state_dtype, choices=["bfloat16", "float32"],
+                        help="the target's dtype in the teacher-forced state pass")
+    parser.add_argument("--seed", type=int, default=defaults.seed)
+    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
 
 
 def _add_slot_draft_options(parser: argparse.ArgumentParser, slots_help: str) -> None:
@@ -290,14 +385,17 @@ def _add_slot_draft_options(parser: argparse.ArgumentParser, slots_help: str) ->
     parser.add_argument("--gamma", type=float, default=1.0, help="weight gamma^k of slot k")
     parser.add_argument("--layers", type=int, default=1, help="decoder layers of the draft")
     parser.add_argument("--teacher-only", action="store_true", help="make the teacher data, do not train")
+    parser.add_argument("--eval-dir", help="held-out teacher folder (`vllm-ptp teacher --split heldout`): the offline "
+                                           "acceptance logged as training goes, and the best checkpoint is the one "
+                                           "exported")
+    parser.add_argument("--max-hours", type=float, help="stop after this long; the same command resumes")
+    parser.add_argument("--save-every", type=int, default=250, help="steps between evaluations and saved state")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per step")
     parser.add_argument("--window", type=int, default=128, help="context slots per sequence")
     parser.add_argument("--anchors", type=int, default=32, help="draft steps (anchors) per sequence")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--draft-vocab", type=int, default=8192)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
 
 
 def _cuda() -> bool:

@@ -43,7 +43,7 @@ def load_target_head(target: str | Path) -> tuple[torch.Tensor, torch.Tensor, di
 STATE_DIR = "training_state"  # not beside model.safetensors: vLLM's loader reads every *.safetensors of a draft folder
 
 
-def save_state(out: Path, heads: torch.nn.Module, optimizer, schedule, step: int) -> None:
+def save_state(out: Path, heads: torch.nn.Module, optimizer, schedule, step: int, best: float | None = None) -> None:
     out = out / STATE_DIR
     out.mkdir(exist_ok=True)
     tensors = {f"model.{k}": v for k, v in heads.state_dict().items()}
@@ -53,7 +53,8 @@ def save_state(out: Path, heads: torch.nn.Module, optimizer, schedule, step: int
     tmp = out / "train_state.safetensors.tmp"
     save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp))
     tmp.replace(out / "train_state.safetensors")
-    (out / "train_state.json").write_text(json.dumps({"step": step, "schedule": schedule.state_dict()["last_epoch"]}))
+    (out / "train_state.json").write_text(json.dumps({"step": step, "schedule": schedule.state_dict()["last_epoch"],
+                                                      "best": best}))
 
 
 def resume(out: Path, heads: torch.nn.Module, optimizer, schedule) -> int:
@@ -80,7 +81,7 @@ def resume(out: Path, heads: torch.nn.Module, optimizer, schedule) -> int:
 
 def make_optimizer(params: list[torch.nn.Parameter], lr: float, steps: int, warmup: int):
     """AdamW with linear warm-up then cosine decay to zero at `steps`."""
-    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
+    optimizer = torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.95), weight_decay=0.0)  # EAGLE's / speculators' betas
     schedule = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
     return optimizer, schedule
@@ -89,6 +90,6 @@ def make_optimizer(params: list[torch.nn.Parameter], lr: float, steps: int, warm
 def optimizer_step(loss: torch.Tensor, params: list[torch.nn.Parameter], optimizer, schedule) -> None:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    torch.nn.utils.clip_grad_norm_(params, 1.0)
+    torch.nn.utils.clip_grad_norm_(params, 0.5)
     optimizer.step()
     schedule.step()

@@ -68,9 +68,7 @@ def build_examples(data: PTPTeacherData, sequences: torch.Tensor, heads: int) ->
 
 def draft_vocabulary(data: PTPTeacherData, vocab_size: int, size: int) -> tuple[torch.Tensor, float]:
     """The `size` most frequent completion tokens (sorted ids) and the share of completion tokens they cover."""
-    completion = torch.cat([data.tokens[int(data.starts[s]) + int(data.prompt_lens[s]):int(data.starts[s + 1])]
-                            for s in range(data.num_sequences)])
-    counts = torch.bincount(completion, minlength=vocab_size)
+    counts = torch.bincount(data.completions(), minlength=vocab_size)
     vocab = counts.topk(min(size, vocab_size)).indices.sort().values
     return vocab, float(counts[vocab].sum() / counts.sum())
 
@@ -100,7 +98,6 @@ def train_medusa(args: MedusaTrainArgs) -> Path:
     device = torch.device(args.device)
     _, lm_head, verifier = load_target_head(args.target)
     data = load_ptp_teacher_data(args.data_dir)
-    data.aux = None  # only the final states are used
     V, H = lm_head.shape
     vocab, coverage = draft_vocabulary(data, V, args.draft_vocab_size)
     to_vocab = torch.full((V,), -1, dtype=torch.long)
@@ -112,7 +109,7 @@ def train_medusa(args: MedusaTrainArgs) -> Path:
     heads.init_from_target(lm_head)
     heads.to(device)
     rows = heads.lm_head_weight[vocab.to(device)]
-    final = data.final.to(device)
+    final = data.all_final().to(device)  # only the final states are used
     to_vocab = to_vocab.to(device)
 
     # Held out: whole sequences, drawn exactly as the PTP draft draws them.

@@ -26,9 +26,10 @@ from vllm_ptp.kernels import cdf_interval
 from vllm_ptp.models.checkpoint import save_checkpoint
 from vllm_ptp.models.ptp_config import PEAGLE_TYPE, PTP_TYPE, U_EMBEDDINGS, PTPConfig
 from vllm_ptp.models.ptp_draft import PTPDraft
-from vllm_ptp.training.ptp_data import PTPTeacherData, load_ptp_teacher_data
-from vllm_ptp.training.common import (TrainArgs, load_target_head, make_optimizer, optimizer_step, resume,
+from vllm_ptp.training.acceptance import draft_acceptance, teacher_sequences
+from vllm_ptp.training.common import (STATE_DIR, TrainArgs, load_target_head, make_optimizer, optimizer_step, resume,
                                       save_state)
+from vllm_ptp.training.ptp_data import PTPTeacherData, load_ptp_teacher_data
 
 BETA = 0.3
 
@@ -45,6 +46,9 @@ class SlotTrainArgs(TrainArgs):
     layers: int = 1
     window: int = 128
     anchors: int = 32
+    eval_dir: str | None = None  # held-out teacher folder: the offline acceptance that selects the shipped checkpoint
+    eval_max_sequences: int = 96  # of the training teacher data held out for the loss
+    max_hours: float | None = None  # stop (resumable) after this long
 
     def check(self) -> None:
         if self.loss not in ("ce", "kl"):
@@ -104,6 +108,7 @@ class PTPExamples:
         candidates = torch.arange(max(lo, w0), t_hi + 1)
         anchors = candidates[torch.randperm(len(candidates), generator=g)[:a.anchors]].sort().values
         z = d.tokens[start:start + L]
+        aux, final = d.states.sequence(s)
 
         def token_at(i):  # draft id of z_i, -1 past the end or outside the draft vocabulary
             inside = i <= L - 1
@@ -119,7 +124,7 @@ class PTPExamples:
         C, A = len(ctx), len(anchors)
         mask_rows = C + torch.arange(A * (K - 1)).view(A, K - 1)
         u_row = torch.cat([(anchors - w0)[:, None], mask_rows[:, :-1]], dim=1)
-        final_at = lambda i: d.final[start + i.clamp(max=L - 1) - 1].float()  # noqa: E731 (state predicting z_i)
+        final_at = lambda i: final[i.clamp(max=L - 1) - 1].float()  # noqa: E731 (state predicting z_i)
         allowed = torch.zeros(C + A * (K - 1), C + A * (K - 1), dtype=torch.bool)
         allowed[:C, :C] = torch.ones(C, C, dtype=torch.bool).tril()
         anchor_of = torch.arange(A).repeat_interleave(K - 1)
@@ -127,7 +132,7 @@ class PTPExamples:
         allowed[C:, :C] = torch.arange(C)[None] <= (anchors - w0)[anchor_of][:, None]
         allowed[C:, C:] = (anchor_of[:, None] == anchor_of[None]) & (slot_of[None] <= slot_of[:, None])
         return {
-            "hidden_aux": d.aux[start + ctx].flatten(1).float(), "ctx_tokens": z[ctx + 1],
+            "hidden_aux": aux[ctx].flatten(1).float(), "ctx_tokens": z[ctx + 1],
             "ctx_positions": ctx, "mask_positions": mask_t.flatten(), "allowed": allowed,
             "temperature": d.temperatures[s],
             "targets": torch.cat([ctx_targets, mask_targets.flatten()]),
@@ -285,9 +290,7 @@ def train_slot_draft(args: SlotTrainArgs, config_fields: dict, states, card, des
     target_config = AutoConfig.from_pretrained(args.target)
     data = load_ptp_teacher_data(args.data_dir)
     V, H = embed.shape
-    completion = torch.cat([data.tokens[int(data.starts[s]) + int(data.prompt_lens[s]):int(data.starts[s + 1])]
-                            for s in range(data.num_sequences)])
-    counts = torch.bincount(completion, minlength=V)
+    counts = torch.bincount(data.completions(), minlength=V)
     draft_vocab = counts.topk(min(args.draft_vocab_size, V)).indices.sort().values
     to_draft = torch.full((V,), -1, dtype=torch.long)
     to_draft[draft_vocab] = torch.arange(len(draft_vocab))
@@ -315,7 +318,7 @@ def train_slot_draft(args: SlotTrainArgs, config_fields: dict, states, card, des
 
     # Held out: whole sequences (positions of one sequence are not independent).
     order = torch.randperm(data.num_sequences, generator=torch.Generator().manual_seed(args.seed))
-    n_eval = max(1, int(data.num_sequences * args.eval_fraction))
+    n_eval = min(max(1, int(data.num_sequences * args.eval_fraction)), args.eval_max_sequences)
     train_seq, eval_seq = order[:-n_eval], order[-n_eval:]
     trainable = [p for p in model.parameters() if p.requires_grad]
     warmup = max(1, min(100, args.steps // 10))
@@ -323,11 +326,16 @@ def train_slot_draft(args: SlotTrainArgs, config_fields: dict, states, card, des
     step = resume(out, model, optimizer, schedule)
     log = open(out / "train_log.jsonl", "a")
     started = time.time()
+    acceptance_data = held_out_acceptance_data(args, config)
     if step == 0:
         log.write(json.dumps({"step": 0, **evaluate(model, examples, eval_seq, teacher_head, args, device, states)})
                   + "\n")
+    best = best_score(out)
     bar = tqdm(total=args.steps, initial=step, desc=desc)
     while step < args.steps:
+        if args.max_hours is not None and time.time() - started > args.max_hours * 3600:
+            save_state(out, model, optimizer, schedule, step, best)
+            break
         g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
         batch = examples.batch(train_seq[torch.randint(len(train_seq), (args.batch_size,), generator=g)], g, device)
         model.train()
@@ -338,18 +346,62 @@ def train_slot_draft(args: SlotTrainArgs, config_fields: dict, states, card, des
         bar.update(1)
         bar.set_postfix(loss=f"{loss.item():.3f}")
         if step % args.save_every == 0 or step == args.steps:
-            record = {"step": step, "train_loss": round(loss.item(), 4),
+            record = {"step": step, "epochs": round(step * args.batch_size / len(train_seq), 3),
+                      "anchors_seen": step * args.batch_size * args.anchors,
+                      "train_loss": round(loss.item(), 4),
                       "train_loss_per_slot": [round(x, 3) for x in (per_slot / count.clamp(min=1)).tolist()],
                       **evaluate(model, examples, eval_seq, teacher_head, args, device, states),
                       "seconds": round(time.time() - started, 1)}
+            if acceptance_data is not None:
+                acceptance = held_out_acceptance(model, acceptance_data, lm_head, config.num_slots)
+                record["acceptance"] = acceptance
+                score = mean_acceptance_length(acceptance)
+                if score > best:  # the checkpoint that ships is the best by held-out acceptance, not the last
+                    best = score
+                    record["exported"] = True
+                    export(out, model, config, card(args, config, {**record, "step": step}, coverage, data))
             log.write(json.dumps(record) + "\n")
             log.flush()
-            save_state(out, model, optimizer, schedule, step)
+            save_state(out, model, optimizer, schedule, step, best)
     bar.close()
-    final = evaluate(model, examples, eval_seq, teacher_head, args, device, states)
-    shipped = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in model.state_dict().items()}
-    save_checkpoint(out, config.to_json(), shipped, card(args, config, final, coverage, data))
+    log.close()
+    if acceptance_data is None and step >= args.steps:
+        final = evaluate(model, examples, eval_seq, teacher_head, args, device, states)
+        export(out, model, config, card(args, config, {**final, "step": step}, coverage, data))
     return out
+
+
+def export(out: Path, model: PTPDraft, config: PTPConfig, card_text: str) -> None:
+    shipped = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in model.state_dict().items()}
+    save_checkpoint(out, config.to_json(), shipped, card_text)
+
+
+def held_out_acceptance_data(args: SlotTrainArgs, config: PTPConfig):
+    """The held-out teacher folder the checkpoint is selected on (None: none given, or a sequential draft)."""
+    if not args.eval_dir or not config.parallel:
+        return None
+    data = load_ptp_teacher_data(args.eval_dir)
+    if list(data.aux_layers) != list(config.aux_layer_ids):
+        raise ValueError(f"{args.eval_dir}/meta.json: auxiliary layers {data.aux_layers}, the draft reads "
+                         f"{config.aux_layer_ids}")
+    return data
+
+
+@torch.no_grad()
+def held_out_acceptance(model: PTPDraft, data, lm_head: torch.Tensor, k: int) -> dict:
+    """The offline evaluator's figures (vllm_ptp.training.acceptance) on the held-out teacher sequences."""
+    model.eval()
+    return {name: result.summary() for name, result in
+            draft_acceptance(model, teacher_sequences(data), lm_head, k).items()}
+
+
+def mean_acceptance_length(acceptance: dict) -> float:
+    return sum(a["acceptance_length"] for a in acceptance.values()) / max(len(acceptance), 1)
+
+
+def best_score(out: Path) -> float:
+    state = out / STATE_DIR / "train_state.json"
+    return (json.loads(state.read_text()).get("best") or 0.0) if state.exists() else 0.0
 
 
 @torch.no_grad()
@@ -419,12 +471,22 @@ def card_details(args: SlotTrainArgs, config: PTPConfig, final: dict, coverage: 
   layers {config.aux_layer_ids}) + token embedding), {slots}. The
   target's embedding is shared; the LM head is the target's rows for the {config.draft_vocab_size} most frequent
   teacher tokens ({coverage:.1%} of teacher completion tokens), frozen.
-- Training: {args.loss.upper()} loss{training}, gamma {args.gamma}; {args.steps} steps x {args.batch_size} sequences
+- Training: {args.loss.upper()} loss{training}, gamma {args.gamma}; step {final['step']} of {args.steps} x {args.batch_size} sequences
   (window {args.window}, {args.anchors} anchors), AdamW lr {args.lr}, seed {args.seed}, on {data.num_sequences}
   teacher sequences from `{args.data_dir}` (temperatures {sorted({round(t, 3) for t in data.temperatures.tolist()})}).
 - Held-out (whole sequences): loss per slot {final['eval_loss_per_slot']}, top-1 per slot
   {final['eval_top1_per_slot']} (greedy teacher sequences {final['eval_top1_per_slot_greedy']}, sampled
   {final['eval_top1_per_slot_sampled']}).
-
+{acceptance_lines(final.get("acceptance"), args.eval_dir)}
 Command: `{args.command}`
 """
+
+
+def acceptance_lines(acceptance: dict | None, eval_dir: str | None) -> str:
+    if not acceptance:
+        return ""
+    lines = [f"- Offline acceptance on the held-out teacher sequences of `{eval_dir}` (the checkpoint shipped is the "
+             f"best by mean acceptance length):"]
+    lines += [f"  - {name}: acceptance length {a['acceptance_length']}, per position {a['per_position']}"
+              for name, a in acceptance.items()]
+    return "\n".join(lines) + "\n"
