@@ -172,21 +172,10 @@ def test_ptp_draft_trained_for_another_target(tiny_target, tiny_ptp, tmp_path):
 
 def test_unsupported_vllm_version():
     check_vllm_version("0.32.0")
-    with pytest.raises(UnsupportedVLLMVersion, match=r"supports vLLM 0.32.0.*installed vLLM is 0.31.1"):
-        check_vllm_version("0.31.1")
-
-
-def test_unsupported_vllm_version_stops_the_engine_at_start_up(tiny_target):
-    """vLLM loads the plugin when an engine starts; under an unsupported version that is the one error raised."""
-    script = ("import vllm; vllm.__version__ = '0.31.1'\n"
-              "from vllm import LLM\n"
-              f"LLM(model={str(tiny_target)!r}, dtype='float32', enforce_eager=True, max_model_len=256)\n")
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="0"))
-    assert proc.returncode != 0
-    last_line = proc.stderr.strip().splitlines()[-1]
-    assert last_line.startswith("vllm_ptp.vllm_seam.UnsupportedVLLMVersion: vllm-ptp supports vLLM 0.32.0")
-    assert "installed vLLM is 0.31.1" in last_line
+    check_vllm_version("0.32.0+cpu")  # local build suffixes are the same release
+    for version in ("0.31.1", "0.33.0", "0.32.1", "not-a-version"):
+        with pytest.raises(UnsupportedVLLMVersion, match=rf"supports vLLM 0.32.0.*installed vLLM is {version}"):
+            check_vllm_version(version)
 
 
 def test_unknown_method_still_rejected_by_vllm(tiny_target):

@@ -37,54 +37,125 @@ from vllm_ptp.onednn_cache import CAPACITY_VARIABLE, bound_primitive_cache
 from vllm_ptp.proposers.cp_proposer import CPProposer
 from vllm_ptp.proposers.ptp_proposer import draw_uniforms, pick_drafts
 
-SUPPORTED_VLLM_VERSIONS = ("0.32.0",)
+SUPPORTED_VLLM = "==0.32.0"  # the one place the supported range lives (a PEP 440 specifier; local suffixes pass)
 OUR_METHODS = ("cp", "ptp")
 
 _originals: dict[str, typing.Any] = {}
+logger = logging.getLogger("vllm.ptp")
 
 
 class UnsupportedVLLMVersion(RuntimeError):
     pass
 
 
+def vllm_supported(version: str) -> bool:
+    from packaging.specifiers import SpecifierSet
+    from packaging.version import InvalidVersion, Version
+    try:
+        return Version(version) in SpecifierSet(SUPPORTED_VLLM)
+    except InvalidVersion:
+        return False
+
+
+def unsupported_message(version: str) -> str:
+    return (f"vllm-ptp supports vLLM {SUPPORTED_VLLM.lstrip('=')} (its patches are written against those internals); "
+            f"the installed vLLM is {version}. Install a supported vLLM (CPU: `pip install vllm-ptp[cpu]`), or "
+            f"uninstall vllm-ptp / exclude it with VLLM_PLUGINS.")
+
+
 def check_vllm_version(version: str) -> None:
-    if version not in SUPPORTED_VLLM_VERSIONS:
-        raise UnsupportedVLLMVersion(
-            f"vllm-ptp supports vLLM {', '.join(SUPPORTED_VLLM_VERSIONS)} (its patches are written against those "
-            f"internals); the installed vLLM is {version}. Install a supported vLLM (CPU: `pip install "
-            f"vllm-ptp[cpu]`), or uninstall vllm-ptp / exclude it with VLLM_PLUGINS.")
+    if not vllm_supported(version):
+        raise UnsupportedVLLMVersion(unsupported_message(version))
 
 
 def install() -> None:
-    """Apply every patch once per process (vLLM loads plugins in each process, sometimes more than once)."""
-    if _originals:
+    """Apply every patch once per process (vLLM loads plugins in each process, sometimes more than once).
+
+    On a vLLM outside SUPPORTED_VLLM nothing is patched: engines that do not ask for our methods run as if the
+    plugin were absent, and a draft folder of ours fails at start-up with the version message. The same holds if a
+    patch target is missing or a patch fails half-way: what was applied is rolled back first."""
+    if _originals or _inactive:
         return
     import vllm
-    check_vllm_version(vllm.__version__)
+    if not vllm_supported(vllm.__version__):
+        _stay_inactive(unsupported_message(vllm.__version__))
+        return
+    try:
+        _apply_patches()
+    except Exception as e:  # noqa: BLE001 (any failure: roll back, never leave vLLM half-patched)
+        _roll_back()
+        _stay_inactive(f"vllm-ptp could not patch vLLM {vllm.__version__} ({type(e).__name__}: {e}); nothing is "
+                       f"patched.")
 
+
+_inactive: list[str] = []
+
+
+def _stay_inactive(reason: str) -> None:
+    """Warn once, and make a draft folder of ours fail at start-up with `reason` through vLLM's own registry of
+    speculators types (not a patch: a type nobody else registers)."""
+    _inactive.append(reason)
+    logger.warning("%s vllm-ptp is inactive: engines without its methods are unaffected.", reason)
+    try:
+        from vllm.transformers_utils.configs.speculators import algos
+    except ImportError:
+        return
+
+    def refuse(config_dict: dict, pre_trained_config: dict) -> None:
+        raise UnsupportedVLLMVersion(reason)
+
+    for kind in OUR_METHODS:
+        algos.SUPPORTED_SPECULATORS_TYPES.setdefault(kind, refuse)
+
+
+def _apply_patches() -> None:
     from vllm.config import speculative as speculative_module
     from vllm.config.speculative import SpeculativeConfig
     from vllm.config.vllm import VllmConfig
+    from vllm.v1.sample import rejection_sampler
     from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 
     from vllm import ModelRegistry
     from vllm.transformers_utils.configs.speculators import algos as speculators_algos
 
+    replacements = [
+        (SpeculativeConfig, "__post_init__", replacement_for_SpeculativeConfig___post_init__),
+        (VllmConfig, "_get_v2_model_runner_unsupported_features",
+         replacement_for_VllmConfig__get_v2_model_runner_unsupported_features),
+        (GPUModelRunner, "__init__", replacement_for_GPUModelRunner___init__),
+        (GPUModelRunner, "propose_draft_token_ids", replacement_for_GPUModelRunner_propose_draft_token_ids),
+        (GPUModelRunner, "_sample", replacement_for_GPUModelRunner__sample),
+        (GPUModelRunner, "_bookkeeping_sync", replacement_for_GPUModelRunner__bookkeeping_sync),
+        (GPUModelRunner, "_input_fits_in_drafter", replacement_for_GPUModelRunner__input_fits_in_drafter),
+        (rejection_sampler, "apply_sampling_constraints", replacement_for_rejection_sampler_apply_sampling_constraints),
+        (rejection_sampler, "expand_batch_to_tokens", replacement_for_rejection_sampler_expand_batch_to_tokens),
+    ]
+    missing = [f"{getattr(owner, '__name__', owner)}.{name}" for owner, name, _ in replacements
+               if name not in owner.__dict__]
+    if missing:
+        raise AttributeError(f"patch targets not found: {', '.join(missing)}")
+    _extend_speculative_method_literal(SpeculativeConfig, speculative_module.SpeculativeMethod)
+    for owner, name, replacement in replacements:
+        _replace(owner, name, replacement)
     ModelRegistry.register_model(ARCHITECTURE, f"{__name__}:{ARCHITECTURE}")
     speculators_algos.register_speculator(PTP_TYPE)(speculators_updater_for_ptp)
-    _extend_speculative_method_literal(SpeculativeConfig, speculative_module.SpeculativeMethod)
-    _replace(SpeculativeConfig, "__post_init__", replacement_for_SpeculativeConfig___post_init__)
-    _replace(VllmConfig, "_get_v2_model_runner_unsupported_features",
-             replacement_for_VllmConfig__get_v2_model_runner_unsupported_features)
-    _replace(GPUModelRunner, "__init__", replacement_for_GPUModelRunner___init__)
-    _replace(GPUModelRunner, "propose_draft_token_ids", replacement_for_GPUModelRunner_propose_draft_token_ids)
-    _replace(GPUModelRunner, "_sample", replacement_for_GPUModelRunner__sample)
-    _replace(GPUModelRunner, "_bookkeeping_sync", replacement_for_GPUModelRunner__bookkeeping_sync)
-    _replace(GPUModelRunner, "_input_fits_in_drafter", replacement_for_GPUModelRunner__input_fits_in_drafter)
-    from vllm.v1.sample import rejection_sampler
-    _replace(rejection_sampler, "apply_sampling_constraints",
-             replacement_for_rejection_sampler_apply_sampling_constraints)
-    _replace(rejection_sampler, "expand_batch_to_tokens", replacement_for_rejection_sampler_expand_batch_to_tokens)
+
+
+def _roll_back() -> None:
+    for key, (owner, name, original) in list(_applied.items()):
+        setattr(owner, name, original)
+    _applied.clear()
+    _originals.clear()
+    if _literal_before:
+        config_cls, annotation = _literal_before.pop()
+        import pydantic
+        config_cls.__dataclass_fields__["method"].type = annotation
+        config_cls.__annotations__["method"] = annotation
+        pydantic.dataclasses.rebuild_dataclass(config_cls, force=True)
+
+
+_applied: dict[str, tuple] = {}
+_literal_before: list[tuple] = []
 
 
 def _replace(owner, name: str, replacement) -> None:
@@ -93,6 +164,7 @@ def _replace(owner, name: str, replacement) -> None:
     if key in _originals:
         raise RuntimeError(f"vllm_ptp: {key} would be patched twice")
     _originals[key] = owner.__dict__[name]
+    _applied[key] = (owner, name, owner.__dict__[name])
     setattr(owner, name, replacement)
 
 
@@ -116,6 +188,7 @@ def serves_ptp(speculative_config) -> bool:
 
 def _extend_speculative_method_literal(config_cls, vllm_methods) -> None:
     import pydantic
+    _literal_before.append((config_cls, config_cls.__annotations__["method"]))
     extended = typing.Optional[typing.Literal[vllm_methods, *OUR_METHODS]]
     config_cls.__dataclass_fields__["method"].type = extended
     config_cls.__annotations__["method"] = extended
