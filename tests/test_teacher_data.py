@@ -80,3 +80,22 @@ def test_a_teacher_folder_refuses_other_settings(tmp_path):
     check_meta(tmp_path, TeacherSettings(target="t", aux_layers=[2, 15, 27], samples_per_prompt=2))  # resumes
     with pytest.raises(ValueError, match=r"meta.json: made with samples_per_prompt=2, asked for samples_per_prompt=4"):
         check_meta(tmp_path, TeacherSettings(target="t", aux_layers=[2, 15, 27], samples_per_prompt=4))
+
+
+def test_state_passes_share_a_folder_by_claiming_shards(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from vllm_ptp.training.ptp_data import _claim, _claim_path
+    path = tmp_path / "sequences_00000.json"
+    path.write_text("{}")
+    assert _claim(path)
+    assert not _claim(path)  # held by a live process (this one)
+    _claim_path(path).unlink()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    _claim_path(path).write_text(gone.stdout.strip())  # a killed state pass left its claim
+    assert _claim(path) and _claim_path(path).read_text() == str(os.getpid())
+    _claim_path(path).unlink()
+    (tmp_path / "states_00000.safetensors").write_bytes(b"")
+    assert not _claim(path) and not _claim_path(path).exists()

@@ -141,11 +141,46 @@ def record_states(settings: TeacherSettings, out_dir: str | Path, device: str = 
             dtype = getattr(torch, settings.state_dtype)
             model = AutoModelForCausalLM.from_pretrained(settings.target, dtype=dtype).to(device).eval()
         for path in tqdm(todo, desc="target states"):
-            shard = states_of_shard(model, json.loads(path.read_text()), settings.aux_layers, device,
-                                    tokens_per_batch)
-            tmp = _states_path(path).with_suffix(".tmp")
-            save_file(shard, str(tmp))
-            tmp.replace(_states_path(path))
+            if not _claim(path):
+                continue  # another state pass (e.g. on the other core) has it
+            try:
+                shard = states_of_shard(model, json.loads(path.read_text()), settings.aux_layers, device,
+                                        tokens_per_batch)
+                tmp = _states_path(path).with_suffix(f".{os.getpid()}.tmp")
+                save_file(shard, str(tmp))
+                tmp.replace(_states_path(path))
+            finally:
+                _claim_path(path).unlink(missing_ok=True)
+
+
+def _claim_path(sequences_path: Path) -> Path:
+    return sequences_path.with_suffix(".claim")
+
+
+def _claim(sequences_path: Path) -> bool:
+    """Take a shard for this process, so that several state passes can share a folder; a claim whose process is
+    gone (a killed run) is taken over."""
+    claim = _claim_path(sequences_path)
+    for _ in range(2):
+        try:
+            fd = os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                pid = int(claim.read_text() or 0)
+                os.kill(pid, 0)
+                return False
+            except (ValueError, ProcessLookupError, FileNotFoundError):
+                claim.unlink(missing_ok=True)  # its process is gone: take it over
+                continue
+            except PermissionError:
+                return False
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        if _states_path(sequences_path).exists():  # finished by another pass after our listing
+            claim.unlink(missing_ok=True)
+            return False
+        return True
+    return False
 
 
 def _states_path(sequences_path: Path) -> Path:
