@@ -202,8 +202,8 @@ def cmd_load(a: argparse.Namespace) -> None:
     from pathlib import Path
 
     from vllm_ptp.bench.load import LoadSettings, run_load
-    from vllm_ptp.bench.demo import SHIPPED
-    draft = a.draft or str(SHIPPED / "ptp_smollm2")
+    from vllm_ptp.bench.demo import shipped
+    draft = a.draft or str(shipped("ptp_smollm2"))
     speculative_config = {"model": draft, **json.loads(a.speculative_config or "{}")}
     settings = LoadSettings(requests=a.requests, concurrency=a.concurrency, max_tokens=a.max_tokens, warmup=a.warmup,
                             rss_growth_mb=a.rss_growth_mb, prompt_sources=a.prompt_sources, prompts=a.prompts,

@@ -10,8 +10,19 @@ SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "drafts"
 MEASURED = SHIPPED.parent / "results" / "bench_smollm2_cpu.json"
 
 
+def shipped(name: str) -> Path:
+    """A draft shipped in the repository's examples/drafts; a clear error where the package was installed without
+    the repository beside it (`pip install .` copies the code, not the drafts)."""
+    folder = SHIPPED / name
+    if not folder.is_dir():
+        raise SystemExit(f"the shipped draft {name} is not at {folder}: vllm-ptp's default drafts live in the "
+                         f"repository (examples/drafts), not in the installed package. Run from a clone of the "
+                         f"repository (pip install -e .), or pass your own draft folders.")
+    return folder
+
+
 def default_drafts() -> list[Path]:
-    return [SHIPPED / "ptp_smollm2", SHIPPED / "cp_smollm2_r8"]
+    return [shipped("ptp_smollm2"), shipped("cp_smollm2_r8")]
 
 
 def chat_prompts(target: str, n: int) -> list[str]:

@@ -123,7 +123,7 @@ def sample_continuations(llm, prompts: list[list[int]], temperatures: list[float
     return record
 
 
-def record_states(settings: TeacherSettings, out_dir: str | Path, device: str = "cpu", tokens_per_batch: int = 8192,
+def record_states(settings: TeacherSettings, out_dir: str | Path, device: str = "cpu", tokens_per_batch: int = 4096,
                   follow: bool = False) -> None:
     """Step 2 for every sequences shard that has no states shard yet; with `follow`, keep waiting for new shards
     until step 1 writes `sequences_done`."""
@@ -201,7 +201,8 @@ def states_of_shard(model, record: dict, aux_layers: list[int], device: str, tok
         while j < len(order) and (j - i + 1) * len(sequences[order[j]]) <= tokens_per_batch:
             j += 1
         batch = [sequences[s] for s in order[i:j]]
-        longest = max(len(x) for x in batch)
+        # lengths rounded up to 64: few distinct shapes, so oneDNN's and the allocator's caches stay small
+        longest = -(-max(len(x) for x in batch) // 64) * 64
         ids = torch.tensor([x + [0] * (longest - len(x)) for x in batch], device=device)
         mask = torch.tensor([[1] * len(x) + [0] * (longest - len(x)) for x in batch], device=device)
         out = model.model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
