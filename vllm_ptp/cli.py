@@ -173,6 +173,11 @@ def cmd_eval_draft(a: argparse.Namespace) -> None:
     print(json.dumps({"draft": a.draft, "data": a.data, "k": k, "acceptance": results}, indent=2))
 
 
+def cmd_compat_probe(a: argparse.Namespace) -> None:
+    from vllm_ptp.compat_probe import main as probe
+    sys.exit(probe(a.probe_args))
+
+
 def cmd_demo(a: argparse.Namespace) -> None:
     from vllm_ptp.bench.demo import run_demo
     run_demo(target=_target(a.target), drafts=a.draft, prompts=a.prompts, max_tokens=a.max_tokens)
@@ -289,6 +294,11 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--max-tokens", type=int, help="evaluate only the first tokens of each continuation")
     evaluate.add_argument("--threads", type=int, help="torch threads")
     evaluate.set_defaults(func=cmd_eval_draft)
+
+    compat = sub.add_parser("compat-probe", help="look up every vLLM internal vllm-ptp touches in another vLLM's "
+                                                 "source (a version pip downloads, or a wheel): what would break")
+    compat.add_argument("probe_args", nargs=argparse.REMAINDER, help="VERSION | WHEEL [--wheels DIR]")
+    compat.set_defaults(func=cmd_compat_probe)
 
     demo = sub.add_parser("demo", help="offline demo: acceptance and tokens/s with and without the draft")
     demo.add_argument("--target", help="target model folder (default: the embedded SmolLM2-135M-Instruct)")

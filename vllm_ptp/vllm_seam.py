@@ -19,6 +19,7 @@ How a "cp" draft is wired into vLLM's V1 model runner:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -108,32 +109,77 @@ def _stay_inactive(reason: str) -> None:
         algos.SUPPORTED_SPECULATORS_TYPES.setdefault(kind, refuse)
 
 
+@dataclasses.dataclass(frozen=True)
+class TouchPoint:
+    """One vLLM internal vllm-ptp depends on. kind "patched": replaced by `replacement_for_<owner>_<attribute>`
+    below (the owner's short name), the original kept and called for everything that is not ours; "swapped": a
+    module global replaced for the duration of one call; "overridden": a method our subclass overrides;
+    "registered": a registry we add an entry to. `owner` is a class in `module`, or None for a module attribute."""
+    module: str
+    owner: str | None
+    attribute: str
+    kind: str
+    why: str
+
+
+TOUCH_POINTS = (
+    TouchPoint("vllm.config.speculative", "SpeculativeConfig", "__post_init__", "patched",
+               "accept methods 'cp' / 'ptp', validate the draft at start-up, set it up as custom_class / eagle3"),
+    TouchPoint("vllm.config.speculative", None, "SpeculativeMethod", "registered",
+               "the pydantic Literal of method names, extended by 'cp' and 'ptp' (schema rebuilt)"),
+    TouchPoint("vllm.config.vllm", "VllmConfig", "_get_v2_model_runner_unsupported_features", "patched",
+               "keep PTP drafts on the V1 model runner, whose proposer hooks the plugin uses"),
+    TouchPoint("vllm.v1.worker.gpu_model_runner", "GPUModelRunner", "__init__", "patched",
+               "build our drafter where vLLM builds its own (PTP: EagleProposer swapped; CP: custom-class factory)"),
+    TouchPoint("vllm.v1.worker.gpu_model_runner", "GPUModelRunner", "propose_draft_token_ids", "patched",
+               "hand the CP heads the target's hidden states, as vLLM's Medusa branch does"),
+    TouchPoint("vllm.v1.worker.gpu_model_runner", "GPUModelRunner", "_sample", "patched",
+               "CPU: seeded requests in chunked prefill restore the generator state (no set_offset on CPU)"),
+    TouchPoint("vllm.v1.worker.gpu_model_runner", "GPUModelRunner", "_bookkeeping_sync", "patched",
+               "the draft timer of `vllm-ptp bench`"),
+    TouchPoint("vllm.v1.worker.gpu_model_runner", "GPUModelRunner", "_input_fits_in_drafter", "patched",
+               "PTP drafts in steps where vLLM 0.32 skips the whole batch near max_model_len"),
+    TouchPoint("vllm.v1.sample.rejection_sampler", None, "apply_sampling_constraints", "patched",
+               "CPU: torch top-k crashes on a step without draft tokens"),
+    TouchPoint("vllm.v1.sample.rejection_sampler", None, "expand_batch_to_tokens", "patched",
+               "CPU: the expand stand-in writes into a temporary copy (verification temperatures uninitialised)"),
+    TouchPoint("vllm.v1.worker.gpu_model_runner", None, "EagleProposer", "swapped",
+               "while the runner is built for a PTP draft: our EagleProposer subclass"),
+    TouchPoint("vllm.v1.worker.gpu_model_runner", None, "create_custom_proposer", "swapped",
+               "while the runner is built for CP heads: our drafter as the custom-class proposer"),
+    TouchPoint("vllm.v1.spec_decode.eagle", "EagleProposer", "propose", "overridden",
+               "draw the u's of the step"),
+    TouchPoint("vllm.v1.spec_decode.eagle", "EagleProposer", "set_inputs_first_pass", "overridden",
+               "add the u and temperature embeddings to the mask slots"),
+    TouchPoint("vllm.v1.spec_decode.eagle", "EagleProposer", "_sample_draft_tokens", "overridden",
+               "the k tokens are inverse-CDF picks at the u's; their distributions go to the rejection sampler"),
+    TouchPoint("vllm.v1.spec_decode.eagle", "EagleProposer", "load_model", "overridden",
+               "check the draft was trained for this target (embedding fingerprint)"),
+    TouchPoint("vllm.model_executor.models.llama_eagle3", "Eagle3LlamaForCausalLM", "load_weights", "overridden",
+               "the PTP draft class loads its conditioning weights beside vLLM's EAGLE-3 ones"),
+    TouchPoint("vllm.transformers_utils.configs.speculators.algos", None, "register_speculator", "registered",
+               "speculators type 'ptp' (a draft folder alone sets up the method)"),
+)
+
+
 def _apply_patches() -> None:
-    from vllm.config import speculative as speculative_module
-    from vllm.config.speculative import SpeculativeConfig
-    from vllm.config.vllm import VllmConfig
-    from vllm.v1.sample import rejection_sampler
-    from vllm.v1.worker.gpu_model_runner import GPUModelRunner
+    import importlib
 
     from vllm import ModelRegistry
+    from vllm.config import speculative as speculative_module
+    from vllm.config.speculative import SpeculativeConfig
     from vllm.transformers_utils.configs.speculators import algos as speculators_algos
 
-    replacements = [
-        (SpeculativeConfig, "__post_init__", replacement_for_SpeculativeConfig___post_init__),
-        (VllmConfig, "_get_v2_model_runner_unsupported_features",
-         replacement_for_VllmConfig__get_v2_model_runner_unsupported_features),
-        (GPUModelRunner, "__init__", replacement_for_GPUModelRunner___init__),
-        (GPUModelRunner, "propose_draft_token_ids", replacement_for_GPUModelRunner_propose_draft_token_ids),
-        (GPUModelRunner, "_sample", replacement_for_GPUModelRunner__sample),
-        (GPUModelRunner, "_bookkeeping_sync", replacement_for_GPUModelRunner__bookkeeping_sync),
-        (GPUModelRunner, "_input_fits_in_drafter", replacement_for_GPUModelRunner__input_fits_in_drafter),
-        (rejection_sampler, "apply_sampling_constraints", replacement_for_rejection_sampler_apply_sampling_constraints),
-        (rejection_sampler, "expand_batch_to_tokens", replacement_for_rejection_sampler_expand_batch_to_tokens),
-    ]
-    missing = [f"{getattr(owner, '__name__', owner)}.{name}" for owner, name, _ in replacements
-               if name not in owner.__dict__]
-    if missing:
-        raise AttributeError(f"patch targets not found: {', '.join(missing)}")
+    replacements = []
+    for point in TOUCH_POINTS:
+        module = importlib.import_module(point.module)
+        owner = module if point.owner is None else getattr(module, point.owner, None)
+        if owner is None or not hasattr(owner, point.attribute):
+            raise AttributeError(f"{point.module}.{point.owner or ''}{'.' if point.owner else ''}{point.attribute} "
+                                 f"not found (needed to {point.why})")
+        if point.kind == "patched":
+            short = point.owner or point.module.rsplit(".", 1)[-1]
+            replacements.append((owner, point.attribute, globals()[f"replacement_for_{short}_{point.attribute}"]))
     _extend_speculative_method_literal(SpeculativeConfig, speculative_module.SpeculativeMethod)
     for owner, name, replacement in replacements:
         _replace(owner, name, replacement)
