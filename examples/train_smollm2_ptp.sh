@@ -14,9 +14,9 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/examples/setup_venv.sh"
 cd "$root"
 export HF_HUB_OFFLINE=1 NUMBA_NUM_THREADS=1
-TEACHER_HOURS=${TEACHER_HOURS:-0.9}
+TEACHER_HOURS=${TEACHER_HOURS:-0.85}
 TRAIN_HOURS=${TRAIN_HOURS:-1.0}
-STEPS=${STEPS:-4000}
+STEPS=${STEPS:-3000}
 teacher=(--data sharegpt_turns,stdlib --samples-per-prompt 2 --max-new-tokens 256 --seed 0)
 VLLM_CPU_KVCACHE_SPACE=1 OMP_NUM_THREADS=1 .venv/bin/vllm-ptp teacher --out runs/teacher_heldout --split heldout \
   --data sharegpt,humaneval --prompts 40 --temperatures 0 1 --max-new-tokens 128 --seed 0
@@ -26,7 +26,7 @@ OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/vllm-ptp teacher --out runs/teacher_tra
 wait
 export OMP_NUM_THREADS=1
 common=(--teacher-dir runs/teacher_train --eval-dir runs/teacher_heldout --slots 4 --loss kl --lr 2e-3 --seed 0
-        --steps "$STEPS" --save-every 250 --max-hours "$TRAIN_HOURS")
+        --steps "$STEPS" --save-every 500 --max-hours "$TRAIN_HOURS")
 .venv/bin/vllm-ptp train ptp "${common[@]}" --out examples/drafts/ptp_smollm2 &
 .venv/bin/vllm-ptp train peagle "${common[@]}" --out examples/drafts/peagle_smollm2 &
 wait
