@@ -9,6 +9,8 @@
 # 2. Held-out teacher data (runs/teacher_heldout): 40 ShareGPT first turns + the HumanEval held-out problems at T = 0
 #    and 1, on which training selects the checkpoint it ships (offline acceptance, `vllm-ptp eval-draft`).
 # 3. PTP and P-EAGLE side by side, one thread each, for TRAIN_HOURS (same steps, batch, schedule, seed and data).
+#    The shipped drafts are the step-2500 checkpoints of such a run (3000-step schedule, stopped after the step-2500
+#    evaluation to fit the session: 61 min); running on resumes, and exports a later checkpoint only if it is better.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/examples/setup_venv.sh"
