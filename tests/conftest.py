@@ -17,6 +17,17 @@ import pytest  # noqa: E402
 from tiny_models import build_tiny_target, train_tiny_cp, train_tiny_ptp  # noqa: E402
 
 
+# Built with vLLM teacher engines: a test that needs one needs an engine.
+ENGINE_FIXTURES = {"tiny_cp", "tiny_ptp"}
+
+
+def pytest_collection_modifyitems(config, items):
+    """Marks (pyproject.toml): engine, server, slow, gpu; `bash tests/run.sh --fast` runs the tests with none."""
+    for item in items:
+        if ENGINE_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.engine)
+
+
 @pytest.fixture(scope="session")
 def tiny_target(tmp_path_factory):
     return build_tiny_target(tmp_path_factory.mktemp("tiny") / "target")

@@ -1,9 +1,6 @@
 """Every bad draft checkpoint or setting is one clear error at start-up, naming the file and field."""
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -11,6 +8,8 @@ from safetensors.torch import load_file, save_file
 
 from vllm_ptp.models.checkpoint import CheckpointError
 from vllm_ptp.vllm_seam import UnsupportedVLLMVersion, check_vllm_version
+
+pytestmark = pytest.mark.engine
 
 
 def start(target, speculative_config):

@@ -16,6 +16,8 @@ from vllm_runs import draft_with_target_states, generate
 from vllm_ptp import vllm_seam
 from vllm_ptp.cli import main
 
+pytestmark = pytest.mark.engine
+
 PROMPTS = [line.strip() for line in stdlib_text(20_000).splitlines() if len(line.strip()) > 20][:16]
 TRAIN = ["--aux-layers", "0,1", "--slots", "4", "--steps", "200", "--batch-size", "8", "--window", "64", "--anchors",
          "16", "--lr", "3e-3", "--draft-vocab", "256"]

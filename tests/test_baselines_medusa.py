@@ -11,6 +11,8 @@ from vllm_runs import generate
 from vllm_ptp.models.checkpoint import CheckpointError
 from vllm_ptp.models.medusa_heads import load_medusa_heads
 
+pytestmark = pytest.mark.engine
+
 PROMPTS = [line.strip() for line in stdlib_text(20_000).splitlines() if len(line.strip()) > 20][:12]
 HEADS = 3
 

@@ -53,15 +53,30 @@ def test_bench_config_errors(tmp_path):
         parse_methods(["none", "none"])
 
 
-def test_cpu_sampler_fixes_are_ours_unless_asked(tiny_target, monkeypatch):
-    """vLLM's own methods keep vLLM's CPU rejection sampler as shipped, unless VLLM_PTP_FIX_CPU_SAMPLER_FOR_ALL=1."""
+@pytest.mark.engine
+def test_cpu_sampler_fixes_are_ours_unless_the_engine_asks(tiny_target, monkeypatch):
+    """vLLM's own methods are verified by vLLM's CPU rejection sampler as shipped, unless their engine asks for the
+    fixes (EngineSettings.fix_cpu_sampler_for_all); each engine's choice holds during its own verification."""
     from vllm import SamplingParams
-    from vllm_runs import generate
+    from vllm.v1.sample import rejection_sampler
 
     from vllm_ptp import vllm_seam
+    from vllm_ptp.bench.measure import engine, run_prompts
+    from vllm.plugins import load_general_plugins
+    load_general_plugins()  # the plugin's patches first, so that the spy sees what vLLM calls
+    seen = []
+    expand = rejection_sampler.expand_batch_to_tokens
+
+    def spying(*args, **kwargs):
+        seen.append(vllm_seam._sampler_fixes.get())
+        return expand(*args, **kwargs)
+
+    monkeypatch.setattr(rejection_sampler, "expand_batch_to_tokens", spying)
     own = {"method": "draft_model", "model": str(tiny_target), "num_speculative_tokens": 2}
-    params = SamplingParams(temperature=0, max_tokens=4)
-    for asked, expected in (("0", False), ("1", True)):
-        monkeypatch.setenv(vllm_seam.FIX_CPU_SAMPLER_FOR_ALL, asked)
-        generate(str(tiny_target), ["def f(x): return x"], params, own)
-        assert vllm_seam._sampler_fixes_apply is expected
+    params = SamplingParams(temperature=1.0, max_tokens=6, seed=0)
+    for asked in (False, True, False):
+        with engine(str(tiny_target), own, fix_cpu_sampler_for_all=asked, dtype="float32", enforce_eager=True,
+                    max_model_len=512) as live:
+            seen.clear()  # not the engine's warm-up, which runs outside the runner's sampling step
+            run_prompts(live.llm, ["def f(x): return x"], params)
+        assert seen and set(seen) == {asked}

@@ -3,6 +3,8 @@ import pytest
 from tiny_models import stdlib_text
 from vllm_runs import generate
 
+pytestmark = pytest.mark.engine
+
 PROMPTS = [line.strip() for line in stdlib_text(20_000).splitlines() if len(line.strip()) > 20][:16]
 
 

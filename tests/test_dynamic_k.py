@@ -5,6 +5,8 @@ import pytest
 from tiny_models import stdlib_text
 from vllm_runs import generate
 
+pytestmark = pytest.mark.engine
+
 PROMPTS = [line.strip() for line in stdlib_text(20_000).splitlines() if len(line.strip()) > 20][:12]
 # Staggered lengths: the batch shrinks from 12 to 1 requests, one at a time.
 MAX_TOKENS = [8 + 4 * i for i in range(len(PROMPTS))]

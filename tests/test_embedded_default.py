@@ -4,6 +4,8 @@ import pytest
 from vllm_ptp.bench.demo import SHIPPED
 from vllm_runs import generate
 
+pytestmark = [pytest.mark.engine, pytest.mark.slow]
+
 
 @pytest.fixture(scope="module")
 def smollm2():

@@ -12,6 +12,7 @@ SETTINGS = LoadSettings(requests=48, concurrency=8, max_tokens=16, warmup=8, rss
 VLLM_ARGS = ["--dtype", "float32", "--enforce-eager", "--max-model-len", "1024"]
 
 
+@pytest.mark.server
 def test_load_without_and_with_a_ptp_draft(tiny_target, tiny_ptp, tmp_path):
     report = run_load(str(tiny_target), {"model": str(tiny_ptp)}, SETTINGS, tmp_path, VLLM_ARGS)
 

@@ -8,6 +8,8 @@ from vllm_runs import generate
 
 from vllm_ptp.bench.measure import engine
 
+pytestmark = pytest.mark.engine
+
 MAX_MODEL_LEN = 256
 LINES = [line.strip() for line in stdlib_text(30_000).splitlines() if len(line.strip()) > 20]
 

@@ -11,6 +11,8 @@ import pytest
 from vllm_runs import generate
 from multiprocess_run import PROMPTS
 
+pytestmark = pytest.mark.engine
+
 
 def run_engines(target, tensor_parallel_size, drafts, **env) -> dict:
     env = dict(os.environ, VLLM_ENABLE_V1_MULTIPROCESSING="1", **env)

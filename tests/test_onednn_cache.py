@@ -6,6 +6,8 @@ import pytest
 
 from vllm_ptp.onednn_cache import CAPACITY, CAPACITY_VARIABLE
 
+pytestmark = pytest.mark.engine
+
 
 def build_engine_config(target, speculative_config):
     from vllm.engine.arg_utils import EngineArgs

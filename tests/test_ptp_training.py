@@ -1,6 +1,11 @@
 """Training a PTP draft lowers the held-out loss, resumes where it stopped, and has its ablation modes."""
 import json
 
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vllm_ptp.models.checkpoint import CheckpointError
 from vllm_ptp.models.ptp_draft import load_ptp_draft
 from vllm_ptp.training.train_ptp import PTPTrainArgs, train_ptp
 
@@ -21,15 +26,37 @@ def test_training_lowers_heldout_loss(tiny_ptp):
 
 
 def test_training_resumes_where_it_stopped(tiny_target, tiny_ptp, tmp_path):
+    """A run stopped (out of time at once: its state saved, a fresh process resumes) ends with exactly the weights
+    and optimizer state of the run that never stopped."""
     import shutil
-    folder = tmp_path / "ptp"
-    shutil.copytree(tiny_ptp, folder)
-    steps_done = json.loads((folder / "training_state" / "train_state.json").read_text())["step"]
-    train_ptp(PTPTrainArgs(target=str(tiny_target), data_dir=str(tiny_ptp.parent / "teacher"), out=str(folder),
-                           slots=4, steps=steps_done + 10, batch_size=8, window=64, anchors=16, lr=3e-3,
-                           draft_vocab_size=256, save_every=5, eval_fraction=0.1))
-    new_records = read_log(folder)[len(read_log(tiny_ptp)):]
-    assert [r["step"] for r in new_records] == [steps_done + 5, steps_done + 10]
+    steps_done = json.loads((tiny_ptp / "training_state" / "train_state.json").read_text())["step"]
+    runs = {}
+    for name, budgets in (("straight", [None]), ("resumed", [0.0, None])):
+        folder = tmp_path / name
+        shutil.copytree(tiny_ptp, folder)
+        for max_hours in budgets:
+            train_ptp(PTPTrainArgs(target=str(tiny_target), data_dir=str(tiny_ptp.parent / "teacher"),
+                                   out=str(folder), slots=4, steps=steps_done + 10, batch_size=8, window=64,
+                                   anchors=16, lr=3e-3, draft_vocab_size=256, save_every=5, eval_fraction=0.1,
+                                   max_hours=max_hours))
+        runs[name] = load_file(str(folder / "training_state" / "train_state.safetensors"))
+        assert [r["step"] for r in read_log(folder)[len(read_log(tiny_ptp)):]] == [steps_done + 5, steps_done + 10]
+    assert set(runs["straight"]) == set(runs["resumed"])
+    for key, tensor in runs["straight"].items():
+        torch.testing.assert_close(runs["resumed"][key], tensor, rtol=0, atol=0, msg=key)
+    before = load_file(str(tiny_ptp / "training_state" / "train_state.safetensors"))
+    assert not torch.equal(before["model.fc.weight"], runs["straight"]["model.fc.weight"]), "nothing was trained"
+
+
+def test_a_new_run_starts_from_another_drafts_weights(tiny_target, tiny_ptp, tmp_path):
+    common = dict(target=str(tiny_target), data_dir=str(tiny_ptp.parent / "teacher"), slots=4, batch_size=8,
+                  window=64, anchors=16, save_every=1, eval_fraction=0.1, init_from=str(tiny_ptp))
+    train_ptp(PTPTrainArgs(out=str(tmp_path / "warm"), steps=1, lr=0.0, draft_vocab_size=256, **common))
+    started = load_file(str(tmp_path / "warm" / "model.safetensors"))
+    source = load_file(str(tiny_ptp / "model.safetensors"))
+    assert set(started) == set(source) and all(torch.equal(started[k], source[k]) for k in source)
+    with pytest.raises(CheckpointError, match="tensor"):
+        train_ptp(PTPTrainArgs(out=str(tmp_path / "other_vocab"), steps=1, lr=0.0, draft_vocab_size=128, **common))
 
 
 def test_train_cli_independent_and_inverse_autoregressive(tiny_target, tiny_ptp, tmp_path):

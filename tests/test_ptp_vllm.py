@@ -7,6 +7,8 @@ from vllm_runs import draft_with_target_states, generate
 
 from vllm_ptp import vllm_seam
 
+pytestmark = pytest.mark.engine
+
 PROMPTS = [line.strip() for line in stdlib_text(20_000).splitlines() if len(line.strip()) > 20][:16]
 
 

@@ -9,18 +9,19 @@ import torch
 from stats import chi_square_p_value
 from vllm_runs import generate
 
+pytestmark = pytest.mark.engine
+
 PROMPT = "def decode(self, s):"
 TOP_K = 8
 SAMPLES = 3000
 ALPHA = 1e-3
 
 
-def exact_joint(target) -> tuple[torch.Tensor, torch.Tensor]:
-    """(ids [8], p[x1, x2, x3] over candidate ids per position) -> returns dict-like via tensors."""
+def exact_joint(target) -> dict[tuple[int, int, int], float]:
+    """p[(x1, x2, x3)] after PROMPT for every x_i among the top-k candidates."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(target)
     model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32).eval()
-    prompt = tok(PROMPT)["input_ids"]
+    prompt = AutoTokenizer.from_pretrained(target)(PROMPT)["input_ids"]
 
     def processed(logits):
         top = logits.topk(TOP_K, dim=-1)

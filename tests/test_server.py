@@ -11,6 +11,8 @@ from vllm_ptp.bench.server import (ServerStartError, accepted_per_position, get_
                                    openai_server, post_json)
 from vllm_runs import generate
 
+pytestmark = [pytest.mark.engine, pytest.mark.server]
+
 PROMPT = "def parse(self, text):"
 CHAT = [{"role": "user", "content": "Write a function that sorts a list."}]
 MAX_TOKENS = 32

@@ -4,7 +4,7 @@ import torch
 from safetensors.torch import save_file
 from transformers import AutoModelForCausalLM
 
-from vllm_ptp.training.data import load_conversations
+from vllm_ptp.data import load_conversations
 from vllm_ptp.training.ptp_data import TeacherSettings, check_meta, load_ptp_teacher_data, states_of_shard
 
 

@@ -6,6 +6,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.engine
+
 
 def run(target, version, drafts, **env):
     proc = subprocess.run([sys.executable, str(Path(__file__).with_name("unsupported_vllm_run.py")), str(target),

@@ -18,7 +18,7 @@ def _training_inputs(a: argparse.Namespace):
     """(target folder, teacher cache folder, training conversations) from the shared train options."""
     from pathlib import Path
 
-    from vllm_ptp.training.data import load_conversations
+    from vllm_ptp.data import load_conversations
     conversations = []
     for source in a.data.split(","):
         conversations += load_conversations(source, "train", a.prompts, seed=a.seed)
@@ -61,7 +61,7 @@ def cmd_teacher(a: argparse.Namespace) -> None:
     import random
     from pathlib import Path
 
-    from vllm_ptp.training.data import load_conversations
+    from vllm_ptp.data import load_conversations
     from vllm_ptp.training.ptp_data import check_meta, generate_sequences, record_states
     target = _target(a.target)
     settings = _teacher_settings(a, target, _aux_layers(target, a.aux_layers))
@@ -143,7 +143,8 @@ def _slot_train_args(a: argparse.Namespace, target: str, teacher_dir) -> dict:
     return dict(target=target, data_dir=str(teacher_dir), out=a.out, slots=a.slots, loss=a.loss, gamma=a.gamma,
                 layers=a.layers, steps=a.steps, batch_size=a.batch_size, window=a.window, anchors=a.anchors, lr=a.lr,
                 draft_vocab_size=a.draft_vocab, seed=a.seed, device=a.device, eval_dir=a.eval_dir,
-                max_hours=a.max_hours, save_every=a.save_every, command=a.command_line)
+                max_hours=a.max_hours, save_every=a.save_every, init_from=a.init_from,
+                command=a.command_line)
 
 
 def cmd_eval_draft(a: argparse.Namespace) -> None:
@@ -399,6 +400,8 @@ def _add_slot_draft_options(parser: argparse.ArgumentParser, slots_help: str) ->
                                            "acceptance logged as training goes, and the best checkpoint is the one "
                                            "exported")
     parser.add_argument("--max-hours", type=float, help="stop after this long; the same command resumes")
+    parser.add_argument("--init-from", help="draft folder (same layout and teacher data) whose weights a new run starts "
+                                            "from; ignored when the run resumes")
     parser.add_argument("--save-every", type=int, default=250, help="steps between evaluations and saved state")
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=8, help="sequences per step")

@@ -101,6 +101,8 @@ def find(tree_source: SourceTree, module: str, owner: str | None, attribute: str
     for node in cls.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == attribute:
             return "ok", node
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == attribute:
+            return "ok", node  # a dataclass field
     for base in cls.bases:  # inherited: follow a base class imported by name
         if isinstance(base, ast.Name) and depth < 4:
             where = _imported_from(tree, base.id) or (module if _top_level(tree, base.id) else None)

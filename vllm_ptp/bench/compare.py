@@ -9,8 +9,9 @@ spent drafting (the runner's propose step, for every method), and whether greedy
 speculation, checked in a separate float32 engine (bf16 verification flips near-ties; background.md §3). vLLM 0.32's
 CPU rejection sampler verifies sampled requests against uninitialised temperatures; vllm-ptp fixes that for its own
 methods, and the bench turns the fix on for every method so that T > 0 compares like with like.
-Methods are 'none', 'ngram[:k]' or 'NAME=DRAFT_DIR[:k]': vLLM recognises the draft's kind from its config (ours: PTP
-and CP; vLLM's own: Medusa, EAGLE-3, P-EAGLE). Writes OUT/bench.json, OUT/bench.md and OUT/bench.png.
+Methods are 'none', 'ngram[:k]' or 'NAME=DRAFT_DIR[:k][+ngram]': vLLM recognises the draft's kind from its config
+(ours: PTP and CP; vLLM's own: Medusa, EAGLE-3, P-EAGLE); '+ngram' turns on the hybrid mode of ours (context matches
+ahead of the draft, with the ngram row's match lengths). Writes OUT/bench.json, OUT/bench.md and OUT/bench.png.
 """
 from __future__ import annotations
 
@@ -76,12 +77,21 @@ class BenchConfig:
 
 
 def _relative_to(spec: str, folder: Path) -> str:
-    """A config file's 'NAME=DIR[:k]' with a relative DIR names a folder beside the config file."""
+    """A config file's 'NAME=DIR[:k][+ngram]' with a relative DIR names a folder beside the config file."""
     if "=" not in spec:
         return spec
     name, _, rest = spec.partition("=")
+    rest, hybrid = _split_hybrid(rest)
     draft, sep, k = rest.partition(":")
-    return f"{name}={draft if Path(draft).is_absolute() else folder / draft}{sep}{k}"
+    return f"{name}={draft if Path(draft).is_absolute() else folder / draft}{sep}{k}{hybrid}"
+
+
+HYBRID_SUFFIX = "+ngram"
+NGRAM_MATCH = {"prompt_lookup_max": 4, "prompt_lookup_min": 2}  # the ngram row's, and the hybrid rows'
+
+
+def _split_hybrid(rest: str) -> tuple[str, str]:
+    return (rest[:-len(HYBRID_SUFFIX)], HYBRID_SUFFIX) if rest.endswith(HYBRID_SUFFIX) else (rest, "")
 
 
 @dataclass
@@ -102,22 +112,25 @@ class Row:
 
 
 def parse_methods(specs: list[str]) -> list[Method]:
-    """'none', 'ngram[:k]', or 'NAME=DRAFT_DIR[:k]' (any draft folder vLLM or vllm-ptp loads)."""
+    """'none', 'ngram[:k]', or 'NAME=DRAFT_DIR[:k][+ngram]' (any draft folder vLLM or vllm-ptp loads; '+ngram':
+    vllm-ptp's hybrid mode, for its own drafts)."""
     methods = []
     for spec in specs:
         if spec == "none":
             methods.append(Method("none", None))
         elif spec.startswith("ngram") and "=" not in spec:
             k = int(spec.split(":")[1]) if ":" in spec else 3
-            methods.append(Method(f"ngram k={k}", {"method": "ngram", "num_speculative_tokens": k,
-                                                   "prompt_lookup_max": 4, "prompt_lookup_min": 2}))
+            methods.append(Method(f"ngram k={k}", {"method": "ngram", "num_speculative_tokens": k, **NGRAM_MATCH}))
         elif "=" in spec:
             name, _, rest = spec.partition("=")
+            rest, hybrid = _split_hybrid(rest)
             folder, _, k = rest.partition(":")
             config = {"model": folder, **_vllm_method_of(folder, spec)}
+            if hybrid:
+                config.update(hybrid="ngram", **NGRAM_MATCH)
             methods.append(Method(name, {**config, **({"num_speculative_tokens": int(k)} if k else {})}))
         else:
-            raise ValueError(f"method {spec!r}: expected 'none', 'ngram[:k]' or 'NAME=DRAFT_DIR[:k]'")
+            raise ValueError(f"method {spec!r}: expected 'none', 'ngram[:k]' or 'NAME=DRAFT_DIR[:k][+ngram]'")
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be unique, got {names}")
@@ -141,21 +154,14 @@ def _vllm_method_of(folder: str, spec: str) -> dict:
 
 def prompt_set(target: str, dataset: str, n: int, seed: int = 0) -> list[str]:
     """Held-out chat prompts (sharegpt, humaneval) or a user JSONL of conversations, in the target's chat template."""
-    from transformers import AutoTokenizer
-
-    from vllm_ptp.training.data import load_conversations
-    tokenizer = AutoTokenizer.from_pretrained(target)
-    return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
-            for c in load_conversations(dataset, "heldout", n, seed=seed)]
+    from vllm_ptp.data import chat_prompts, load_conversations
+    return chat_prompts(target, load_conversations(dataset, "heldout", n, seed=seed))
 
 
 def run_bench(target: str, config: BenchConfig, out: str | Path | None = None, progress: bool = True) -> list[Row]:
     os.environ.setdefault("NUMBA_NUM_THREADS", "1")
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     from vllm_ptp.onednn_cache import bound_primitive_cache
-    from vllm_ptp.vllm_seam import FIX_CPU_SAMPLER_FOR_ALL
-    # vLLM's own methods verified against the requests' real temperatures on CPU too (vllm_seam), for a fair T > 0.
-    os.environ.setdefault(FIX_CPU_SAMPLER_FOR_ALL, "1")
     # every engine with the oneDNN cache our drafts get (oneDNN reads it once per process, so the order would matter)
     bound_primitive_cache()
     from tqdm import tqdm
@@ -165,7 +171,9 @@ def run_bench(target: str, config: BenchConfig, out: str | Path | None = None, p
     methods = parse_methods(config.methods)
     texts = {d: prompt_set(target, d, config.prompts, config.seed) for d in config.datasets}
     settings = [(d, t, b) for d in config.datasets for t in config.temperatures for b in config.batch_sizes]
-    engine_kwargs = {"enforce_eager": True, "max_model_len": config.max_model_len, "seed": config.seed}
+    # vLLM's own methods verified against the requests' real temperatures on CPU too (vllm_seam), for a fair T > 0
+    engine_kwargs = {"enforce_eager": True, "max_model_len": config.max_model_len, "seed": config.seed,
+                     "fix_cpu_sampler_for_all": True}
     started = time.time()
     runs: dict[tuple, list] = {}
     total = len(methods) * config.repeats * len(settings) + (len(methods) if config.identity_tokens else 0)

@@ -25,15 +25,6 @@ def default_drafts() -> list[Path]:
     return [shipped("ptp_smollm2"), shipped("cp_smollm2_r8")]
 
 
-def chat_prompts(target: str, n: int) -> list[str]:
-    from transformers import AutoTokenizer
-
-    from vllm_ptp.training.data import load_conversations
-    tokenizer = AutoTokenizer.from_pretrained(target)
-    return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False)
-            for c in load_conversations("sharegpt", "heldout", n, seed=0)]
-
-
 def run_demo(target: str, drafts: list[str] | None, prompts: int, max_tokens: int) -> None:
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     from vllm import SamplingParams
@@ -41,7 +32,8 @@ def run_demo(target: str, drafts: list[str] | None, prompts: int, max_tokens: in
     from vllm_ptp.bench.measure import generate
     from vllm_ptp.models.checkpoint import speculators_type
     drafts = [str(d) for d in (drafts or default_drafts())]
-    texts = chat_prompts(target, prompts)
+    from vllm_ptp.bench.compare import prompt_set
+    texts = prompt_set(target, "sharegpt", prompts)
     params = SamplingParams(temperature=0, max_tokens=max_tokens)
     engine = {"enforce_eager": True, "max_model_len": 2048}
     print(f"target {target}\ndrafts {', '.join(drafts)}\n{len(texts)} held-out ShareGPT prompts, batch 1, greedy, "

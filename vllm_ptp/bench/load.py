@@ -18,6 +18,7 @@ from pathlib import Path
 
 from vllm_ptp.bench.server import (Server, accepted_per_position, get_text, is_healthy, metric_total, openai_server,
                                    post_json)
+from vllm_ptp.engine_settings import EngineSettings
 from vllm_ptp.onednn_cache import CAPACITY, CAPACITY_VARIABLE
 
 RSS_SAMPLE_SECONDS = 0.5
@@ -190,7 +191,7 @@ def rss_at(timeline: list[list[float]], seconds: float, default: float) -> float
 def load_prompts(sources: str, limit: int) -> list[str]:
     """Held-out prompts of the given sources (`limit` of each), cut to PROMPT_CHARS; the built-in list if none
     of the sources is available."""
-    from vllm_ptp.training.data import load_conversations
+    from vllm_ptp.data import load_conversations
     prompts = []
     for source in filter(None, sources.split(",")):
         try:
@@ -242,7 +243,10 @@ def percentile(values: list[float], percent: float) -> float:
 
 def run_config(name: str, target: str, speculative_config: dict | None, prompts: list[str], settings: LoadSettings,
                vllm_args: list[str], log_dir: Path) -> LoadRun:
-    args = list(vllm_args)
+    # vLLM's sampling with vllm-ptp's CPU fixes in both servers (without them the server without speculation dies
+    # on the first seeded request whose prompt is prefilled in chunks: vllm_seam, CPU bug 3)
+    args = list(vllm_args) + ["--additional-config",
+                              json.dumps(EngineSettings(fix_cpu_sampler_for_all=True).additional_config())]
     if speculative_config is not None:
         args += ["--speculative-config", json.dumps(speculative_config)]
     with openai_server(target, *args, env=server_env(), log_path=log_dir / f"server_{name}.log",
@@ -295,14 +299,10 @@ def spec_counts(server: Server, since: dict | None = None) -> dict:
 
 
 def server_env() -> dict:
-    """Both servers run as vllm-ptp serves its drafts, so that they differ only in the draft: vLLM's sampling with
-    vllm-ptp's CPU fixes (without them the server without speculation dies on the first seeded request whose prompt
-    is prefilled in chunks: vllm_seam, CPU bug 3) and the bounded oneDNN primitive cache (vllm_ptp/onednn_cache.py;
-    a value set in this process's environment wins)."""
-    from vllm_ptp.vllm_seam import FIX_CPU_SAMPLER_FOR_ALL
+    """Both servers run as vllm-ptp serves its drafts, so that they differ only in the draft: the bounded oneDNN
+    primitive cache (vllm_ptp/onednn_cache.py; a value set in this process's environment wins)."""
     return {"HF_HUB_OFFLINE": "1", "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"),
-            "VLLM_ENABLE_V1_MULTIPROCESSING": "1", FIX_CPU_SAMPLER_FOR_ALL: "1",
-            CAPACITY_VARIABLE: os.environ.get(CAPACITY_VARIABLE, str(CAPACITY))}
+            "VLLM_ENABLE_V1_MULTIPROCESSING": "1", CAPACITY_VARIABLE: os.environ.get(CAPACITY_VARIABLE, str(CAPACITY))}
 
 
 def summarize(name: str, speculative_config: dict | None, results: list[RequestResult], seconds: float,

@@ -4,11 +4,12 @@ from __future__ import annotations
 import contextlib
 import gc
 import json
-import os
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from vllm_ptp.engine_settings import EngineSettings
 
 
 @dataclass
@@ -102,21 +103,15 @@ class Engine:
 
 
 @contextlib.contextmanager
-def engine(target, speculative_config=None, **engine_kwargs):
+def engine(target, speculative_config=None, fix_cpu_sampler_for_all: bool = False, **engine_kwargs):
     """A fresh engine, released on exit (before the next one starts: an in-process engine's teardown resets vLLM's
-    global parallel state). Hold it only through the yielded Engine."""
-    from vllm_ptp.vllm_seam import DRAFT_TIME_FILE
+    global parallel state). Hold it only through the yielded Engine. `fix_cpu_sampler_for_all`: vllm-ptp's CPU
+    sampler fixes for vLLM's own methods too (vllm_ptp.engine_settings)."""
     with tempfile.TemporaryDirectory() as scratch:
         timer_file = Path(scratch) / "draft_time.json"
-        previous = os.environ.get(DRAFT_TIME_FILE)
-        os.environ[DRAFT_TIME_FILE] = str(timer_file)
-        try:
-            handle = Engine(make_engine(target, speculative_config, **engine_kwargs), timer_file)
-        finally:
-            if previous is None:
-                os.environ.pop(DRAFT_TIME_FILE)
-            else:
-                os.environ[DRAFT_TIME_FILE] = previous
+        settings = EngineSettings(draft_time_file=str(timer_file), fix_cpu_sampler_for_all=fix_cpu_sampler_for_all)
+        handle = Engine(make_engine(target, speculative_config, additional_config=settings.additional_config(),
+                                    **engine_kwargs), timer_file)
         try:
             yield handle
         finally:

@@ -27,10 +27,10 @@ whatever torch computes from the reference). Shapes, dtypes and devices are alwa
 from __future__ import annotations
 
 import importlib.util
-import os
 
 import torch
 
+from vllm_ptp import envs
 from vllm_ptp.kernels import reference
 from vllm_ptp.kernels.reference import pick
 
@@ -48,14 +48,10 @@ def _have_triton() -> bool:
     return _triton_found
 
 
-def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
-
-
 def backend(device: torch.device | str) -> str:
     """'triton' or 'torch': what a call with tensors on `device` runs now."""
     device = torch.device(device)
-    forced = os.environ.get("VLLM_PTP_KERNELS", "auto").strip().lower() or "auto"
+    forced = envs.kernels_backend()
     if forced == "torch":
         return "torch"
     if forced == "auto":
@@ -64,7 +60,7 @@ def backend(device: torch.device | str) -> str:
         raise ValueError(f"VLLM_PTP_KERNELS={forced!r}: use 'triton', 'torch' or 'auto'")
     if not _have_triton():
         raise RuntimeError("VLLM_PTP_KERNELS=triton but triton is not installed")
-    if device.type != "cuda" and not _interpreting():
+    if device.type != "cuda" and not envs.triton_interpreting():
         raise RuntimeError(f"VLLM_PTP_KERNELS=triton with {device.type} tensors needs TRITON_INTERPRET=1 "
                            "(Triton's CPU interpreter); the compiled kernels need CUDA tensors")
     return "triton"

@@ -16,18 +16,7 @@ import torch.nn.functional as F
 
 from vllm_ptp.models.checkpoint import WEIGHTS_FILE, CheckpointError, load_matching_weights
 from vllm_ptp.models.cp_config import CPConfig
-
-
-class RMSNorm(nn.Module):
-    def __init__(self, dim: int, eps: float):
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
-        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
-        return x32.to(x.dtype) * self.weight
+from vllm_ptp.models.layers import RMSNorm
 
 
 class ResBlock(nn.Module):

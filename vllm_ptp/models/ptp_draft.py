@@ -23,7 +23,7 @@ import torch.nn.functional as F
 
 from vllm_ptp.kernels import u_features
 from vllm_ptp.models.checkpoint import WEIGHTS_FILE, CheckpointError, load_matching_weights
-from vllm_ptp.models.cp_heads import RMSNorm
+from vllm_ptp.models.layers import RMSNorm
 from vllm_ptp.models.ptp_config import PTPConfig
 
 

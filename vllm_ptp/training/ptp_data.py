@@ -23,7 +23,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from tqdm import tqdm
 
-from vllm_ptp.training.teacher import chat_prompts
+from vllm_ptp.data import chat_prompts
 
 SEQUENCES = "sequences_{:05d}.json"
 STATES = "states_{:05d}.safetensors"
@@ -76,7 +76,8 @@ def generate_sequences(settings: TeacherSettings, conversations: list[list[dict]
     """Step 1 for every shard of prompts not yet written, stopping at a shard boundary after `max_hours`.
     -> shards written in all."""
     out_dir = Path(out_dir)
-    prompts = chat_prompts(settings.target, conversations, settings.max_prompt_tokens)
+    prompts = chat_prompts(settings.target, conversations, tokenize=True,
+                           max_prompt_tokens=settings.max_prompt_tokens)
     n = settings.shard_prompts
     shards = [prompts[i:i + n] for i in range(0, len(prompts), n)]
     todo = [i for i in range(len(shards)) if not (out_dir / SEQUENCES.format(i)).exists()]

@@ -16,6 +16,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
+from vllm_ptp.data import chat_prompts
+
 MAX_HEADS = 8
 SHARD_PROMPTS = 64
 
@@ -36,7 +38,7 @@ def generate_teacher_data(target: str | Path, conversations: list[list[dict]], o
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     from transformers import AutoModelForCausalLM
-    prompts = chat_prompts(target, conversations, max_prompt_tokens)
+    prompts = chat_prompts(target, conversations, tokenize=True, max_prompt_tokens=max_prompt_tokens)
     shards = [prompts[i:i + SHARD_PROMPTS] for i in range(0, len(prompts), SHARD_PROMPTS)]
     todo = [i for i in range(len(shards)) if not (out_dir / f"shard_{i:05d}.safetensors").exists()]
     if todo:
@@ -57,19 +59,6 @@ def generate_teacher_data(target: str | Path, conversations: list[list[dict]], o
             "max_new_tokens": max_new_tokens, "seed": seed}
     (out_dir / "meta.json").write_text(json.dumps(meta, indent=2))
     return out_dir
-
-
-def chat_prompts(target: str | Path, conversations: list[list[dict]], max_prompt_tokens: int) -> list[list[int]]:
-    """The target's chat template applied to each conversation (generation prompt added); longer prompts dropped."""
-    from transformers import AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(target)
-    prompts = []
-    for messages in conversations:
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        ids = list(ids["input_ids"]) if hasattr(ids, "keys") else list(ids)
-        if len(ids) <= max_prompt_tokens:
-            prompts.append(ids)
-    return prompts
 
 
 def shard_temperatures(shard: int, n: int, temperatures: tuple[float, ...]) -> list[float]:

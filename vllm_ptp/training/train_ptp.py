@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from vllm_ptp.kernels import cdf_interval
-from vllm_ptp.models.checkpoint import save_checkpoint
+from vllm_ptp.models.checkpoint import CheckpointError, load_matching_weights, save_checkpoint
 from vllm_ptp.models.ptp_config import PEAGLE_TYPE, PTP_TYPE, U_EMBEDDINGS, PTPConfig
 from vllm_ptp.models.ptp_draft import PTPDraft
 from vllm_ptp.training.acceptance import draft_acceptance, teacher_sequences
@@ -49,6 +49,7 @@ class SlotTrainArgs(TrainArgs):
     eval_dir: str | None = None  # held-out teacher folder: the offline acceptance that selects the shipped checkpoint
     eval_max_sequences: int = 96  # of the training teacher data held out for the loss
     max_hours: float | None = None  # stop (resumable) after this long
+    init_from: str | None = None  # a draft folder of the same layout whose weights a new run starts from
 
     def check(self) -> None:
         if self.loss not in ("ce", "kl"):
@@ -324,6 +325,8 @@ def train_slot_draft(args: SlotTrainArgs, config_fields: dict, states, card, des
     warmup = max(1, min(100, args.steps // 10))
     optimizer, schedule = make_optimizer(trainable, args.lr, args.steps, warmup)
     step = resume(out, model, optimizer, schedule)
+    if step == 0 and args.init_from:
+        warm_start(model, Path(args.init_from))
     log = open(out / "train_log.jsonl", "a")
     started = time.time()
     acceptance_data = held_out_acceptance_data(args, config)
@@ -369,6 +372,16 @@ def train_slot_draft(args: SlotTrainArgs, config_fields: dict, states, card, des
         final = evaluate(model, examples, eval_seq, teacher_head, args, device, states)
         export(out, model, config, card(args, config, {**final, "step": step}, coverage, data))
     return out
+
+
+def warm_start(model: PTPDraft, draft: Path) -> None:
+    """Start from another run's exported weights: same tensors and draft vocabulary, or one clear error."""
+    own = model.state_dict()
+    weights = load_matching_weights(draft, own)
+    if not torch.equal(weights["d2t"].to(own["d2t"].dtype), own["d2t"]):
+        raise CheckpointError(f"--init-from {draft}: tensor 'd2t': another draft vocabulary than this run's "
+                              f"teacher data")
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
 
 
 def export(out: Path, model: PTPDraft, config: PTPConfig, card_text: str) -> None:

@@ -1,7 +1,8 @@
-"""Prompt sources for training and benchmarks.
+"""Prompts for training, benchmarks, the demo and the load test: one set of sources, one prompt builder.
 
 Every source becomes a list of chat conversations, each a list of {"role", "content"} messages ending with the
 user turn the model is to answer. Built-in sources come from PyPI data packages, found without importing them.
+`chat_prompts` turns conversations into what a target is given: its chat template with the generation prompt.
 """
 
 import gzip
@@ -21,6 +22,23 @@ MAX_PROMPT_CHARS = 2000
 MAX_CONTEXT_CHARS = 6000  # a later turn with the conversation before it
 SHAREGPT_HELDOUT_PERCENT = 5
 HUMANEVAL_HELDOUT_PERCENT = 20
+
+
+def chat_prompts(target: str | pathlib.Path, conversations: list[list[dict]], tokenize: bool = False,
+                 max_prompt_tokens: int | None = None) -> list:
+    """The target's chat template applied to each conversation, generation prompt added: texts, or token ids with
+    `tokenize` (then prompts longer than `max_prompt_tokens` are dropped)."""
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    if not tokenize:
+        return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
+    prompts = []
+    for messages in conversations:
+        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        ids = list(ids["input_ids"]) if hasattr(ids, "keys") else list(ids)
+        if max_prompt_tokens is None or len(ids) <= max_prompt_tokens:
+            prompts.append(ids)
+    return prompts
 
 
 def load_conversations(source: str, split: str, limit: int | None, seed: int = 0) -> list[list[dict]]:

@@ -1,0 +1,61 @@
+"""Run in a fresh interpreter by test_hybrid.py: engines with the hybrid mode compile vLLM's numba ngram matcher,
+after which vLLM 0.32 cannot build another in-process engine (its CPU kernel registration trips over llvmlite
+objects in sys.modules), so the tests' own process never runs one. Prints one RESULT line of JSON.
+
+usage: hybrid_run.py greedy TARGET DRAFT | hybrid_run.py forced TARGET DRAFT PROMPT SAMPLES TOKEN
+"""
+import json
+import sys
+
+from vllm_runs import generate
+
+from vllm_ptp.proposers.context_match import ContextMatcher
+
+HYBRID = {"hybrid": "ngram", "prompt_lookup_min": 2, "prompt_lookup_max": 4}
+
+
+def log_matches() -> list[tuple[int, int]]:
+    """(rows drafting, rows with a match) at every step of the engines built from here on."""
+    steps = []
+    match = ContextMatcher.match
+
+    def logged(matcher, token_ids, num_tokens, active, new_tokens=None):
+        matches = match(matcher, token_ids, num_tokens, active, new_tokens)
+        steps.append((sum(active), sum(bool(m) for m in matches)))
+        return matches
+
+    ContextMatcher.match = logged
+    return steps
+
+
+def force_matches(token: int) -> None:
+    """Every drafting row 'matches' with k copies of `token`: every draft of the run meets the rejection sampler
+    as a one-hot matched draft."""
+    def forced(matcher, token_ids, num_tokens, active, new_tokens=None):
+        return [[token] * matcher.k if on else [] for on in active]
+
+    ContextMatcher.match = forced
+
+
+def counters(run) -> dict:
+    return {"outputs": run.outputs, "acceptance_length": run.acceptance_length, "drafts": run.drafts}
+
+
+if __name__ == "__main__":
+    from vllm import SamplingParams
+    mode, target, draft = sys.argv[1:4]
+    if mode == "greedy":
+        from test_hybrid import PROMPTS
+        params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
+        plain = generate(target, PROMPTS, params)
+        alone = generate(target, PROMPTS, params, {"model": draft, "num_speculative_tokens": 3})
+        steps = log_matches()
+        hybrid = generate(target, PROMPTS, params, {"model": draft, "num_speculative_tokens": 3, **HYBRID})
+        result = {"plain": plain.outputs, "alone": counters(alone), "hybrid": counters(hybrid), "steps": steps}
+    else:
+        prompt, samples, token = sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+        force_matches(token)
+        sampled = SamplingParams(temperature=1.0, top_k=8, max_tokens=3, ignore_eos=True)
+        run = generate(target, [prompt] * samples, sampled, {"model": draft, "num_speculative_tokens": 3, **HYBRID})
+        result = {"outputs": run.outputs, "drafts": run.drafts, "accepted": run.accepted}
+    print("RESULT " + json.dumps(result))

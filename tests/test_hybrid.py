@@ -1,0 +1,97 @@
+"""Hybrid drafting (speculative_config "hybrid": "ngram"): context matches ahead of a PTP draft or CP heads.
+
+Greedy output stays plain vLLM's, in batches where some requests match their context and some do not; the match
+raises acceptance where the text repeats; sampled tokens keep the target's distribution (chi-square); a bad setting
+fails when the engine is configured."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from test_sampling_lossless import ALPHA, PROMPT, exact_joint, marginal, p_value
+from tiny_models import stdlib_text
+
+from vllm_ptp.proposers.context_match import HybridSettings, overlay_matches
+
+LINES = [line.strip() for line in stdlib_text(20_000).splitlines() if len(line.strip()) > 20]
+# Half the prompts repeat a line (a context match from the first step on), half do not.
+PROMPTS = [f"{line}\n{line}\n{line[:len(line) // 2]}" for line in LINES[:6]] + LINES[6:12]
+
+
+def run_hybrid(*args) -> dict:
+    """tests/hybrid_run.py in a fresh interpreter (in-process engines, as here)."""
+    proc = subprocess.run([sys.executable, str(Path(__file__).with_name("hybrid_run.py")), *map(str, args)],
+                          capture_output=True, text=True, timeout=1500, cwd=Path(__file__).parent)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, proc.stderr[-3000:]
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def mixed_steps(steps) -> int:
+    """Steps in which some drafting rows had a context match and some did not."""
+    return sum(0 < matched < drafting for drafting, matched in steps)
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("draft", ["tiny_ptp", "tiny_cp"])
+def test_greedy_output_identical_and_matches_accepted(tiny_target, draft, request):
+    result = run_hybrid("greedy", tiny_target, request.getfixturevalue(draft))
+    assert len(result["plain"]) == len(PROMPTS)
+    assert result["hybrid"]["outputs"] == result["plain"]
+    assert result["alone"]["outputs"] == result["plain"]
+    assert mixed_steps(result["steps"]) > 0, f"no step had matched and unmatched rows together: {result['steps']}"
+    assert result["hybrid"]["acceptance_length"] > result["alone"]["acceptance_length"]
+
+
+def test_matched_drafts_keep_the_target_distribution(tiny_target, tiny_ptp):
+    """Every row of every step is given a one-hot matched draft (the most likely second token, k times): vLLM's
+    rejection sampler accepts it or resamples, and the first three tokens still follow the target exactly."""
+    samples = 3000
+    joint = exact_joint(tiny_target)
+    second = max(marginal(joint, (1,)).items(), key=lambda item: item[1])[0][0]
+    result = run_hybrid("forced", tiny_target, tiny_ptp, PROMPT, samples, second)
+    assert result["accepted"] > samples // 10, "matched drafts were hardly accepted: the test would not see a bias"
+    outputs = result["outputs"]
+    assert p_value([tuple(o[:2]) for o in outputs], marginal(joint, (0, 1))) > ALPHA
+    assert p_value([tuple(o[1:3]) for o in outputs], marginal(joint, (1, 2))) > ALPHA
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"hybrid": "suffix"}, "speculative_config.hybrid: expected one of"),
+    ({"hybrid": "ngram", "prompt_lookup_min": 4, "prompt_lookup_max": 2}, "prompt_lookup_min <= prompt_lookup_max"),
+    ({"prompt_lookup_max": 3}, "only with \"hybrid\": \"ngram\""),
+])
+def test_bad_hybrid_settings_fail_at_configuration(tiny_target, tiny_ptp, config, message):
+    from vllm.engine.arg_utils import EngineArgs
+    with pytest.raises(Exception, match=message):
+        EngineArgs(model=str(tiny_target), dtype="float32", enforce_eager=True, max_model_len=256,
+                   speculative_config={"model": str(tiny_ptp), **config}).create_engine_config()
+
+
+def test_hybrid_is_refused_for_methods_that_are_not_ours(tiny_target):
+    from vllm.engine.arg_utils import EngineArgs
+    with pytest.raises(Exception, match="vllm-ptp setting of 'ptp' and 'cp'"):
+        EngineArgs(model=str(tiny_target), dtype="float32", enforce_eager=True, max_model_len=256,
+                   speculative_config={"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3,
+                                       "hybrid": "ngram"}).create_engine_config()
+
+
+def test_hybrid_settings_default_to_the_bench_ngram_lengths():
+    assert HybridSettings.from_fields(None, None, None) is None
+    assert HybridSettings.from_fields("ngram", None, None) == HybridSettings("ngram", 2, 4)
+    assert HybridSettings.from_fields("ngram", 3, None) == HybridSettings("ngram", 3, 4)
+    assert HybridSettings.from_fields("ngram", None, 1) == HybridSettings("ngram", 1, 1)
+
+
+def test_overlay_puts_matches_first_and_one_hot():
+    ids = torch.tensor([[5, 6, 7], [8, 9, 10], [11, 12, 13]])
+    probs = torch.rand(3, 3, 20).softmax(-1)
+    before = probs.clone()
+    out, out_probs = overlay_matches(ids, probs, [[1, 2], [], [3, 4, 5, 6]])
+    assert out.tolist() == [[1, 2, 7], [8, 9, 10], [3, 4, 5]]
+    for i, j, token in [(0, 0, 1), (0, 1, 2), (2, 0, 3), (2, 1, 4), (2, 2, 5)]:
+        assert out_probs[i, j, token] == 1.0 and out_probs[i, j].sum() == 1.0
+    assert torch.equal(out_probs[1], before[1]) and torch.equal(out_probs[0, 2], before[0, 2])
+    assert ids.tolist()[0] == [5, 6, 7], "the drafts handed in are not modified"
