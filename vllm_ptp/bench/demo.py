@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "drafts"
-MEASURED = SHIPPED.parent / "results" / "bench_smollm2_cpu.json"
+MEASURED = SHIPPED.parent / "results" / "bench_smollm2_hybrid_cpu.json"
 
 
 def shipped(name: str) -> Path:
@@ -29,10 +29,10 @@ def run_demo(target: str, drafts: list[str] | None, prompts: int, max_tokens: in
     os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     from vllm import SamplingParams
 
+    from vllm_ptp.bench.compare import prompt_set
     from vllm_ptp.bench.measure import generate
     from vllm_ptp.models.checkpoint import speculators_type
     drafts = [str(d) for d in (drafts or default_drafts())]
-    from vllm_ptp.bench.compare import prompt_set
     texts = prompt_set(target, "sharegpt", prompts)
     params = SamplingParams(temperature=0, max_tokens=max_tokens)
     engine = {"enforce_eager": True, "max_model_len": 2048}
@@ -41,6 +41,11 @@ def run_demo(target: str, drafts: list[str] | None, prompts: int, max_tokens: in
     plain = generate(target, texts, params, one_at_a_time=True, **engine)
     runs = [(f"{speculators_type(d)}: {Path(d).name}", generate(target, texts, params, {"model": d},
                                                                 one_at_a_time=True, **engine)) for d in drafts]
+    hybrid = next((d for d in drafts if speculators_type(d) in ("ptp", "cp")), None)
+    if hybrid is not None:  # context matches ahead of our draft (docs/serving.md, "Hybrid drafting")
+        runs.append((f"{speculators_type(hybrid)} + ngram (hybrid)",
+                     generate(target, texts, params, {"model": hybrid, "hybrid": "ngram"}, one_at_a_time=True,
+                              **engine)))
     print(f"\n{'':28}{'tokens/s':>9}{'speed-up':>10}{'accept. length':>16}{'draft time':>12}  identical  "
           f"per-position acceptance")
     print(f"{'no speculation':28}{plain.tokens_per_second:9.1f}{1.0:9.2f}x{1.0:16.2f}")
@@ -54,5 +59,5 @@ def run_demo(target: str, drafts: list[str] | None, prompts: int, max_tokens: in
     if MEASURED.exists():
         from vllm_ptp.bench.compare import short_table
         print(f"\nAll methods side by side, from {MEASURED.relative_to(MEASURED.parents[2])} (`vllm-ptp bench --config "
-              f"examples/bench_smollm2.json`; means over ShareGPT/HumanEval and T = 0/1):")
+              f"examples/bench_smollm2_hybrid.json`; means over ShareGPT/HumanEval and T = 0/1):")
         print(short_table(json.loads(MEASURED.read_text())["rows"]))
