@@ -24,6 +24,7 @@ VLLM_CPU_KVCACHE_SPACE=1 OMP_NUM_THREADS=1 .venv/bin/vllm-ptp teacher --out runs
   --data sharegpt,humaneval --prompts 40 --temperatures 0 1 --max-new-tokens 128 --seed 0
 VLLM_CPU_KVCACHE_SPACE=5 VLLM_CPU_OMP_THREADS_BIND=0 OMP_NUM_THREADS=1 .venv/bin/vllm-ptp teacher \
   --out runs/teacher_train "${teacher[@]}" --step sequences --max-hours "$TEACHER_HOURS" &
+sleep 60  # step 1 first clears the done-marker of an earlier run, which would stop the state pass that follows it
 OMP_NUM_THREADS=1 taskset -c 1 .venv/bin/vllm-ptp teacher --out runs/teacher_train "${teacher[@]}" --step states --follow
 wait
 export OMP_NUM_THREADS=1

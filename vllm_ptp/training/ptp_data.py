@@ -76,6 +76,8 @@ def generate_sequences(settings: TeacherSettings, conversations: list[list[dict]
     """Step 1 for every shard of prompts not yet written, stopping at a shard boundary after `max_hours`.
     -> shards written in all."""
     out_dir = Path(out_dir)
+    # A resumed generation is not done: a state pass following it must not stop at an earlier run's marker.
+    (out_dir / "sequences_done").unlink(missing_ok=True)
     prompts = chat_prompts(settings.target, conversations, tokenize=True,
                            max_prompt_tokens=settings.max_prompt_tokens)
     n = settings.shard_prompts
