@@ -455,15 +455,18 @@ def _context_matcher(vllm_config) -> ContextMatcher | None:
 
 
 def _overlay_on_ptp_drafts(runner, drafts: torch.Tensor, sampled_token_ids) -> torch.Tensor:
-    """PTP drafts before the runner's bookkeeping: each row's history is the token table plus this step's
-    sampled tokens (-1: rejected slots). Rows in a partial prefill draft nothing that is kept; they are skipped."""
+    """PTP drafts. vLLM's padded drafting (its default) proposes before the runner's bookkeeping, from the sampled
+    tokens as a tensor (-1: rejected slots): each row's history is then the token table plus those tokens. Without
+    padding it proposes after the bookkeeping, from lists, and the table already holds them. Rows in a partial
+    prefill draft nothing that is kept; they are skipped."""
     batch = min(drafts.shape[0], runner.input_batch.num_reqs)
-    new_rows = sampled_token_ids.tolist() if torch.is_tensor(sampled_token_ids) else sampled_token_ids
+    before_bookkeeping = torch.is_tensor(sampled_token_ids)
+    new_rows = sampled_token_ids.tolist() if before_bookkeeping else sampled_token_ids
     new_tokens = [[t for t in row if t >= 0] for row in new_rows[:batch]]
     discarded = runner.discard_request_mask.np[:batch]
     active = [bool(tokens) and not discarded[i] for i, tokens in enumerate(new_tokens)]
     matches = runner._vllm_ptp_matcher.match(runner.input_batch.token_ids_cpu, runner.input_batch.num_tokens_no_spec,
-                                             active, new_tokens)
+                                             active, new_tokens if before_bookkeeping else None)
     ids, probs = overlay_matches(drafts[:batch], runner._draft_probs, matches)
     runner._draft_probs = probs
     return torch.cat([ids, drafts[batch:]]) if batch < drafts.shape[0] else ids
