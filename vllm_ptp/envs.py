@@ -5,15 +5,13 @@ engine, see engine_settings.py).
   "triton" or "torch".
 - TRITON_INTERPRET: Triton's own switch; "1" runs the Triton kernels in its CPU interpreter (tests).
 - VLLM_PTP_CACHE: where the embedded default target is converted to (default ~/.cache/vllm_ptp).
-- ONEDNN_PRIMITIVE_CACHE_CAPACITY: oneDNN's own; vllm-ptp sets a default for processes serving its drafts
-  (onednn_cache.py), a value the user set wins.
+- ONEDNN_PRIMITIVE_CACHE_CAPACITY: oneDNN's own, read by oneDNN; onednn_cache.py sets a default for processes
+  serving our drafts, a value the user set wins.
 """
 from __future__ import annotations
 
 import os
 import pathlib
-
-ONEDNN_CAPACITY = "ONEDNN_PRIMITIVE_CACHE_CAPACITY"
 
 
 def kernels_backend() -> str:
@@ -27,7 +25,3 @@ def triton_interpreting() -> bool:
 def cache_root() -> pathlib.Path:
     path = os.environ.get("VLLM_PTP_CACHE")
     return pathlib.Path(path).expanduser() if path else pathlib.Path.home() / ".cache" / "vllm_ptp"
-
-
-def onednn_capacity() -> str | None:
-    return os.environ.get(ONEDNN_CAPACITY)
