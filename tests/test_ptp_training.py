@@ -50,13 +50,35 @@ def test_training_resumes_where_it_stopped(tiny_target, tiny_ptp, tmp_path):
 
 def test_a_new_run_starts_from_another_drafts_weights(tiny_target, tiny_ptp, tmp_path):
     common = dict(target=str(tiny_target), data_dir=str(tiny_ptp.parent / "teacher"), slots=4, batch_size=8,
-                  window=64, anchors=16, save_every=1, eval_fraction=0.1, init_from=str(tiny_ptp))
-    train_ptp(PTPTrainArgs(out=str(tmp_path / "warm"), steps=1, lr=0.0, draft_vocab_size=256, **common))
-    started = load_file(str(tmp_path / "warm" / "model.safetensors"))
+                  window=64, anchors=16, save_every=1, eval_fraction=0.1, init_from=str(tiny_ptp), steps=1, lr=0.0)
     source = load_file(str(tiny_ptp / "model.safetensors"))
+    train_ptp(PTPTrainArgs(out=str(tmp_path / "warm"), draft_vocab_size=256, **common))
+    started = load_file(str(tmp_path / "warm" / "model.safetensors"))
     assert set(started) == set(source) and all(torch.equal(started[k], source[k]) for k in source)
-    with pytest.raises(CheckpointError, match="tensor"):
-        train_ptp(PTPTrainArgs(out=str(tmp_path / "other_vocab"), steps=1, lr=0.0, draft_vocab_size=128, **common))
+
+    # Another draft vocabulary (more teacher data): the body moves over, the frozen head is this run's.
+    train_ptp(PTPTrainArgs(out=str(tmp_path / "other_vocab"), draft_vocab_size=128, **common))
+    moved = load_file(str(tmp_path / "other_vocab" / "model.safetensors"))
+    assert moved["lm_head.weight"].shape[0] == 128 and moved["d2t"].shape == (128,)
+    assert all(torch.equal(moved[k], source[k]) for k in source if k not in ("lm_head.weight", "d2t"))
+
+    # A deeper draft grows from the shallower one and first proposes exactly what it did.
+    layers = load_ptp_draft(tiny_ptp).config.num_hidden_layers
+    train_ptp(PTPTrainArgs(out=str(tmp_path / "grown"), draft_vocab_size=256, layers=layers + 1, **common))
+    shallow, grown = load_ptp_draft(tiny_ptp), load_ptp_draft(tmp_path / "grown")
+    assert grown.config.num_hidden_layers == layers + 1
+    g = torch.Generator().manual_seed(0)
+    hidden = torch.randn(2, 6, shallow.config.hidden_size, generator=g)
+    tokens = torch.randint(0, 128, (2, 6), generator=g)
+    positions = torch.arange(6).expand(2, 6)
+    allowed = torch.ones(6, 6, dtype=torch.bool).tril().expand(2, 6, 6)
+    shallow.embed = grown.embed = torch.randn(128, shallow.config.hidden_size, generator=g)
+    torch.testing.assert_close(grown(hidden, tokens, positions, allowed), shallow(hidden, tokens, positions, allowed))
+    assert grown.layers[-1].self_attn.q_proj.weight.abs().sum() > 0, "the added layer has something to learn with"
+
+    with pytest.raises(CheckpointError, match="num_hidden_layers"):
+        train_ptp(PTPTrainArgs(out=str(tmp_path / "shallower"), draft_vocab_size=256, layers=layers,
+                               **{**common, "init_from": str(tmp_path / "grown")}))
 
 
 def test_train_cli_independent_and_inverse_autoregressive(tiny_target, tiny_ptp, tmp_path):

@@ -104,9 +104,10 @@ def check_fingerprint(config_path: Path, verifier: dict, embed_weight: torch.Ten
             f"model being served")
 
 
-def load_matching_weights(folder: str | Path, expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def load_matching_weights(folder: str | Path, expected: dict[str, torch.Tensor],
+                          ignore: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
     """The folder's tensors, refused unless names and shapes are exactly `expected`'s (a model's state_dict) and
-    every float tensor is finite."""
+    every float tensor is finite; the shapes of the tensors named in `ignore` are not checked."""
     weights = load_weights(folder)
     path = Path(folder) / WEIGHTS_FILE
     missing = sorted(set(expected) - set(weights))
@@ -115,7 +116,7 @@ def load_matching_weights(folder: str | Path, expected: dict[str, torch.Tensor])
         raise CheckpointError(f"{path}: tensors do not match config.json (missing {missing[:5]}, "
                               f"unexpected {unexpected[:5]})")
     for name, tensor in weights.items():
-        if tensor.shape != expected[name].shape:
+        if tensor.shape != expected[name].shape and name not in ignore:
             raise CheckpointError(f"{path}: tensor '{name}' has shape {tuple(tensor.shape)}, config.json implies "
                                   f"{tuple(expected[name].shape)}")
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():

@@ -375,13 +375,24 @@ def train_slot_draft(args: SlotTrainArgs, config_fields: dict, states, card, des
 
 
 def warm_start(model: PTPDraft, draft: Path) -> None:
-    """Start from another run's exported weights: same tensors and draft vocabulary, or one clear error."""
+    """Start from another run's exported weights, or one clear error. The frozen LM head and the draft vocabulary
+    stay this run's (the target's rows for this teacher data's vocabulary), so a draft moves to more data whose
+    vocabulary differs. A shallower draft grows: the layers it lacks start with zero output projections, so the grown
+    draft first computes exactly what the shallower one did and the added layers learn a correction to it."""
     own = model.state_dict()
-    weights = load_matching_weights(draft, own)
-    if not torch.equal(weights["d2t"].to(own["d2t"].dtype), own["d2t"]):
-        raise CheckpointError(f"--init-from {draft}: tensor 'd2t': another draft vocabulary than this run's "
-                              f"teacher data")
-    model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items()})
+    source_layers = PTPConfig.from_checkpoint(draft).num_hidden_layers
+    if source_layers > len(model.layers):
+        raise CheckpointError(f"--init-from {draft}: config.json field 'num_hidden_layers' is {source_layers}, "
+                              f"more than this run's --layers {len(model.layers)}")
+    added = tuple(f"layers.{i}." for i in range(source_layers, len(model.layers)))
+    this_runs = ("lm_head.weight", "d2t")
+    expected = {k: v for k, v in own.items() if not k.startswith(added)}
+    weights = load_matching_weights(draft, expected, ignore=this_runs)
+    model.load_state_dict({k: v.to(own[k].dtype) for k, v in weights.items() if k not in this_runs}, strict=False)
+    with torch.no_grad():
+        for layer in model.layers[source_layers:]:
+            layer.self_attn.o_proj.weight.zero_()
+            layer.mlp.down_proj.weight.zero_()
 
 
 def export(out: Path, model: PTPDraft, config: PTPConfig, card_text: str) -> None:
