@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from vllm_ptp.models.checkpoint import CheckpointError
-from vllm_ptp.vllm_seam import UnsupportedVLLMVersion, check_vllm_version
+from vllm_ptp.vllm_integration.version import UnsupportedVLLMVersion, check_vllm_version
 
 pytestmark = pytest.mark.engine
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from tiny_models import stdlib_text
 from vllm_runs import draft_with_target_states, generate
 
-from vllm_ptp import vllm_seam
+from vllm_ptp.vllm_integration.methods import is_ours
 from vllm_ptp.cli import main
 
 pytestmark = pytest.mark.engine
@@ -69,7 +69,7 @@ def test_vllm_sets_up_the_draft_folder_alone(tiny_target, draft_name, parallel, 
     spec = config.speculative_config
     assert config.model_config.model == str(tiny_target.resolve())
     assert (spec.method, spec.parallel_drafting, spec.num_speculative_tokens) == ("eagle3", parallel, 4)
-    assert not vllm_seam.is_ours(spec)
+    assert not is_ours(spec)
 
 
 def test_unmodified_vllm_sets_them_up(tiny_peagle, tiny_eagle3):

@@ -60,15 +60,15 @@ def test_cpu_sampler_fixes_are_ours_unless_the_engine_asks(tiny_target, monkeypa
     from vllm import SamplingParams
     from vllm.v1.sample import rejection_sampler
 
-    from vllm_ptp import vllm_seam
     from vllm_ptp.bench.measure import engine, run_prompts
+    from vllm_ptp.vllm_integration import cpu_sampler_fixes
     from vllm.plugins import load_general_plugins
     load_general_plugins()  # the plugin's patches first, so that the spy sees what vLLM calls
     seen = []
     expand = rejection_sampler.expand_batch_to_tokens
 
     def spying(*args, **kwargs):
-        seen.append(vllm_seam._sampler_fixes.get())
+        seen.append(cpu_sampler_fixes.active())
         return expand(*args, **kwargs)
 
     monkeypatch.setattr(rejection_sampler, "expand_batch_to_tokens", spying)

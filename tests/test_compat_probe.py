@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from vllm_ptp.compat_probe import SourceTree, installed_vllm, probe, report
-from vllm_ptp.vllm_seam import TOUCH_POINTS
+from vllm_ptp.vllm_integration import TOUCH_POINTS
 
 
 def test_every_touch_point_is_in_the_installed_vllm():
@@ -20,7 +20,7 @@ def fake_wheel(tmp_path: Path, edits: dict[str, tuple[str, str]]) -> Path:
     """A wheel holding the installed sources of the touched modules, with text replaced in some of them."""
     reference = installed_vllm()
     wheel = tmp_path / "vllm-9.9.9-py3-none-any.whl"
-    from vllm_ptp.vllm_seam import TOUCH_POINTS
+    from vllm_ptp.vllm_integration import TOUCH_POINTS
     modules = {p.module for p in TOUCH_POINTS} | {"vllm.v1.spec_decode.llm_base_proposer"}
     with zipfile.ZipFile(wheel, "w") as z:
         for module in modules:

@@ -111,7 +111,7 @@ def fill_draft_kv_cache(worker, value: float) -> int:
 def test_ptp_drafts_read_only_draft_kv_they_wrote(tiny_target, tiny_ptp, plain):
     """What the draft KV cache held before a request must not reach its drafts. The batch has a request that
     reaches max_model_len, where vLLM 0.32 skips drafting for the whole batch and leaves holes in every other
-    request's draft KV (vllm_seam: replacement_for_GPUModelRunner__input_fits_in_drafter): the same batch, served
+    request's draft KV (vllm_integration.runner.input_fits_in_drafter): the same batch, served
     once over a zeroed and once over a garbage-filled draft cache, must answer and accept identically."""
     requests, _ = mixed_batch(tiny_target, plain["stop"])
     runs = []
@@ -160,7 +160,7 @@ def test_request_vllm_refuses_with_speculation_fails_alone(tiny_target, tiny_ptp
 @pytest.mark.parametrize("draft", ["tiny_cp", "tiny_ptp"])
 def test_seeded_request_with_chunked_prefill(tiny_target, draft, request):
     """A seeded request whose prompt is prefilled in several chunks (vLLM 0.32 CPU would die rewinding its
-    generator, see vllm_seam) is served and answers the same in a second engine. CP drafts do not depend on how the
+    generator, see vllm_integration.cpu_sampler_fixes) is served and answers the same in a second engine. CP drafts do not depend on how the
     prompt was chunked, so there it also answers as with a one-chunk prefill (PTP's draft KV of the prompt is
     computed chunk by chunk, so its probabilistic drafts, and with them a seeded answer, may differ)."""
     from vllm import SamplingParams

@@ -5,7 +5,7 @@ import torch
 from tiny_models import stdlib_text
 from vllm_runs import draft_with_target_states, generate
 
-from vllm_ptp import vllm_seam
+from vllm_ptp.vllm_integration.methods import serves_ptp
 
 pytestmark = pytest.mark.engine
 
@@ -44,7 +44,7 @@ class Recorder:
 
     def __init__(self, monkeypatch):
         self.proposes, self.forwards, self.steps = 0, 0, []
-        model_cls, proposer_cls = vllm_seam._ptp_model_class(), vllm_seam._ptp_proposer_class()
+        from vllm_ptp.vllm_integration.ptp_classes import PtpLlamaForCausalLM as model_cls, PTPProposer as proposer_cls
         forward, propose = model_cls.forward, proposer_cls.propose
         first_pass, sample = proposer_cls.set_inputs_first_pass, proposer_cls._sample_draft_tokens
         recorder = self
@@ -124,9 +124,9 @@ def test_ptp_runs_as_eagle3_parallel_drafting_on_the_v1_runner(tiny_target, tiny
                         speculative_config={"model": str(tiny_ptp)}).create_engine_config()
     spec = config.speculative_config
     assert (spec.method, spec.parallel_drafting, spec.num_speculative_tokens) == ("eagle3", True, 4)
-    assert vllm_seam.serves_ptp(spec)
+    assert serves_ptp(spec)
     assert "speculative method 'ptp' (vllm-ptp)" in config._get_v2_model_runner_unsupported_features()
     plain = EngineArgs(model=str(tiny_target), dtype="float32", enforce_eager=True,
                        max_model_len=256).create_engine_config()
-    assert not vllm_seam.serves_ptp(plain.speculative_config)
+    assert not serves_ptp(plain.speculative_config)
     assert not any("vllm-ptp" in f for f in plain._get_v2_model_runner_unsupported_features())

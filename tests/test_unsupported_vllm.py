@@ -33,18 +33,19 @@ def test_unsupported_vllm_leaves_other_engines_alone_and_refuses_our_drafts(tiny
 
 def test_a_patch_failing_half_way_is_rolled_back():
     script = """
-import vllm_ptp.vllm_seam as seam
+import vllm_ptp.vllm_integration as integration
+from vllm_ptp.vllm_integration import registry
 from vllm.config.speculative import SpeculativeConfig
 from vllm.v1.worker.gpu_model_runner import GPUModelRunner
 before = (SpeculativeConfig.__post_init__, GPUModelRunner.__init__, GPUModelRunner._sample)
-calls, replace = [], seam._replace
-def failing(owner, name, replacement):
+calls, replace = [], registry._replace
+def failing(owner, attribute, replacement, name):
     calls.append(name)
     if len(calls) == 3:
         raise RuntimeError("simulated failure")
-    replace(owner, name, replacement)
-seam._replace = failing
-seam.install()
+    replace(owner, attribute, replacement, name)
+registry._replace = failing
+integration.install()
 assert len(calls) == 3
 assert (SpeculativeConfig.__post_init__, GPUModelRunner.__init__, GPUModelRunner._sample) == before
 try:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import sys
@@ -34,7 +35,8 @@ def cmd_train_cp(a: argparse.Namespace) -> None:
                           device=a.device)
     train_cp(CPTrainArgs(target=target, data_dir=str(teacher_dir), out=a.out, rank=a.rank, heads=a.heads,
                          steps=a.steps, batch_size=a.batch_size, lr=a.lr, balance_weight=a.balance_weight,
-                         draft_vocab_size=a.draft_vocab, seed=a.seed, device=a.device, command=a.command_line))
+                         draft_vocab_size=a.draft_vocab, seed=a.seed, device=a.device, max_hours=a.max_hours,
+                         command=a.command_line))
     print(f"checkpoint written to {a.out}")
 
 
@@ -95,7 +97,7 @@ def cmd_train_medusa(a: argparse.Namespace) -> None:
     train_medusa(MedusaTrainArgs(
         target=target, data_dir=str(teacher_dir), out=a.out, heads=a.heads, blocks=a.blocks, loss=a.loss,
         steps=a.steps, batch_size=a.batch_size, lr=a.lr, draft_vocab_size=a.draft_vocab, seed=a.seed,
-        device=a.device, command=a.command_line))
+        device=a.device, max_hours=a.max_hours, command=a.command_line))
     print(f"checkpoint written to {a.out}")
 
 
@@ -222,37 +224,44 @@ def cmd_load(a: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="vllm-ptp", description=__doc__)
+    from vllm_ptp.training.train_cp import CPTrainArgs
+    from vllm_ptp.training.train_medusa import MedusaTrainArgs
+    from vllm_ptp.training.train_ptp import PTPTrainArgs
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser("train", help="train a draft for a target")
     kinds = train.add_subparsers(dest="kind", required=True)
     cp = kinds.add_parser("cp", help="CP-decomposition heads")
     _add_data_options(cp)
-    cp.add_argument("--rank", type=int, default=8)
-    cp.add_argument("--heads", type=int, default=3)
-    cp.add_argument("--steps", type=int, default=1500)
-    cp.add_argument("--batch-size", type=int, default=64)
-    cp.add_argument("--lr", type=float, default=2e-3)
-    cp.add_argument("--balance-weight", type=float, default=0.01)
-    cp.add_argument("--draft-vocab", type=int, default=8192)
+    d = _defaults(CPTrainArgs)
+    cp.add_argument("--rank", type=int, default=d["rank"])
+    cp.add_argument("--heads", type=int, default=d["heads"])
+    cp.add_argument("--steps", type=int, default=d["steps"])
+    cp.add_argument("--batch-size", type=int, default=d["batch_size"])
+    cp.add_argument("--lr", type=float, default=d["lr"])
+    cp.add_argument("--balance-weight", type=float, default=d["balance_weight"])
+    cp.add_argument("--draft-vocab", type=int, default=d["draft_vocab_size"])
+    cp.add_argument("--max-hours", type=float, help="stop after this long; the same command resumes")
     cp.set_defaults(func=cmd_train_cp)
 
     medusa = kinds.add_parser("medusa", help="Medusa heads, served by vLLM's own `method: medusa` (baseline)")
     _add_data_options(medusa)
-    medusa.add_argument("--heads", type=int, default=3, help="draft tokens per step (k max)")
-    medusa.add_argument("--blocks", type=int, default=1, help="residual blocks per head")
-    medusa.add_argument("--loss", default="ce", choices=["ce", "soft"],
+    d = _defaults(MedusaTrainArgs)
+    medusa.add_argument("--heads", type=int, default=d["heads"], help="draft tokens per step (k max)")
+    medusa.add_argument("--blocks", type=int, default=d["blocks"], help="residual blocks per head")
+    medusa.add_argument("--loss", default=d["loss"], choices=["ce", "soft"],
                         help="ce: teacher's sampled tokens; soft: the target's distribution at each position")
-    medusa.add_argument("--steps", type=int, default=2000)
-    medusa.add_argument("--batch-size", type=int, default=256, help="positions per step")
-    medusa.add_argument("--lr", type=float, default=3e-3)
-    medusa.add_argument("--draft-vocab", type=int, default=8192,
+    medusa.add_argument("--steps", type=int, default=d["steps"])
+    medusa.add_argument("--batch-size", type=int, default=d["batch_size"], help="positions per step")
+    medusa.add_argument("--lr", type=float, default=d["lr"])
+    medusa.add_argument("--draft-vocab", type=int, default=d["draft_vocab_size"],
                         help="tokens the training softmax runs over (the heads always score the full vocabulary)")
+    medusa.add_argument("--max-hours", type=float, help="stop after this long; the same command resumes")
     medusa.set_defaults(func=cmd_train_medusa)
 
     ptp = kinds.add_parser("ptp", help="Parallel Token Prediction draft (EAGLE-3 layout + auxiliary variables)")
     _add_slot_draft_options(ptp, "draft tokens per step the draft is trained for (k max)")
-    ptp.add_argument("--u-embedding", default="quarter_cos", choices=["binary", "quarter_cos", "linear_interpolation"])
+    ptp.add_argument("--u-embedding", default=_defaults(PTPTrainArgs)["u_embedding"], choices=["binary", "quarter_cos", "linear_interpolation"])
     ptp.add_argument("--independent", action="store_true", help="the ablation: same slots, no auxiliary variables")
     ptp.add_argument("--inverse-ar", action="store_true",
                      help="teacher-free: u from the draft's own CDF interval of the data token")
@@ -389,12 +398,14 @@ def _add_teacher_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_slot_draft_options(parser: argparse.ArgumentParser, slots_help: str) -> None:
     """The options `train ptp` has that apply to every EAGLE-3-layout draft (same defaults)."""
+    from vllm_ptp.training.train_ptp import SlotTrainArgs
     _add_data_options(parser)
+    d = _defaults(SlotTrainArgs)
     parser.add_argument("--aux-layers", help="target layers the draft reads, e.g. 2,15,27 (default: EAGLE-3's)")
-    parser.add_argument("--slots", type=int, default=4, help=slots_help)
-    parser.add_argument("--loss", default="ce", choices=["ce", "kl"])
-    parser.add_argument("--gamma", type=float, default=1.0, help="weight gamma^k of slot k")
-    parser.add_argument("--layers", type=int, default=1, help="decoder layers of the draft")
+    parser.add_argument("--slots", type=int, default=d["slots"], help=slots_help)
+    parser.add_argument("--loss", default=d["loss"], choices=["ce", "kl"])
+    parser.add_argument("--gamma", type=float, default=d["gamma"], help="weight gamma^k of slot k")
+    parser.add_argument("--layers", type=int, default=d["layers"], help="decoder layers of the draft")
     parser.add_argument("--teacher-only", action="store_true", help="make the teacher data, do not train")
     parser.add_argument("--eval-dir", help="held-out teacher folder (`vllm-ptp teacher --split heldout`): the offline "
                                            "acceptance logged as training goes, and the best checkpoint is the one "
@@ -402,13 +413,19 @@ def _add_slot_draft_options(parser: argparse.ArgumentParser, slots_help: str) ->
     parser.add_argument("--max-hours", type=float, help="stop after this long; the same command resumes")
     parser.add_argument("--init-from", help="draft folder (same layout and teacher data) whose weights a new run starts "
                                             "from; ignored when the run resumes")
-    parser.add_argument("--save-every", type=int, default=250, help="steps between evaluations and saved state")
-    parser.add_argument("--steps", type=int, default=1000)
-    parser.add_argument("--batch-size", type=int, default=8, help="sequences per step")
-    parser.add_argument("--window", type=int, default=128, help="context slots per sequence")
-    parser.add_argument("--anchors", type=int, default=32, help="draft steps (anchors) per sequence")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--draft-vocab", type=int, default=8192)
+    parser.add_argument("--save-every", type=int, default=d["save_every"],
+                        help="steps between evaluations and saved state")
+    parser.add_argument("--steps", type=int, default=d["steps"])
+    parser.add_argument("--batch-size", type=int, default=d["batch_size"], help="sequences per step")
+    parser.add_argument("--window", type=int, default=d["window"], help="context slots per sequence")
+    parser.add_argument("--anchors", type=int, default=d["anchors"], help="draft steps (anchors) per sequence")
+    parser.add_argument("--lr", type=float, default=d["lr"])
+    parser.add_argument("--draft-vocab", type=int, default=d["draft_vocab_size"])
+
+
+def _defaults(args_class) -> dict:
+    """The training dataclass's defaults: the one place they live (the CLI and the Python API cannot drift)."""
+    return {f.name: f.default for f in dataclasses.fields(args_class) if f.default is not dataclasses.MISSING}
 
 
 def _cuda() -> bool:

@@ -1,4 +1,4 @@
-"""Where the next vLLM breaks us: every touch point of `vllm_seam.TOUCH_POINTS` looked up in another vLLM's source
+"""Where the next vLLM breaks us: every touch point of `vllm_integration.TOUCH_POINTS` looked up in another vLLM's source
 (a wheel, read as a zip: nothing of it is imported) and compared with the installed vLLM's.
 
 For each touch point: does the owner exist, does the attribute exist (in the class or a base class it imports), did
@@ -16,7 +16,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from vllm_ptp.vllm_seam import TOUCH_POINTS, TouchPoint
+from vllm_ptp.vllm_integration import TOUCH_POINTS, TouchPoint
 
 
 class SourceTree:

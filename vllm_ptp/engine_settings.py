@@ -3,7 +3,7 @@
 
 - `draft_time_file`: a path; the runner writes the wall time it spent drafting there ({"seconds", "calls"}) after
   every step, for every method (vLLM's own too), so that a benchmark in another process can read it.
-- `fix_cpu_sampler_for_all`: apply the CPU sampler fixes (vllm_seam) to vLLM's own methods too; they always apply to
+- `fix_cpu_sampler_for_all`: apply the CPU sampler fixes (vllm_integration.cpu_sampler_fixes) to vLLM's own methods too; they always apply to
   ours. `vllm-ptp bench` turns it on so that vLLM's methods are verified against the right temperatures at T > 0.
 """
 from __future__ import annotations

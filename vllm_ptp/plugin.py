@@ -2,6 +2,6 @@
 
 
 def register() -> None:
-    from vllm_ptp import vllm_seam
+    from vllm_ptp import vllm_integration
 
-    vllm_seam.install()
+    vllm_integration.install()

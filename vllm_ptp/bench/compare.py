@@ -159,8 +159,6 @@ def prompt_set(target: str, dataset: str, n: int, seed: int = 0) -> list[str]:
 
 
 def run_bench(target: str, config: BenchConfig, out: str | Path | None = None, progress: bool = True) -> list[Row]:
-    os.environ.setdefault("NUMBA_NUM_THREADS", "1")
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     from vllm_ptp.onednn_cache import bound_primitive_cache
     # every engine with the oneDNN cache our drafts get (oneDNN reads it once per process, so the order would matter)
     bound_primitive_cache()
@@ -171,7 +169,7 @@ def run_bench(target: str, config: BenchConfig, out: str | Path | None = None, p
     methods = parse_methods(config.methods)
     texts = {d: prompt_set(target, d, config.prompts, config.seed) for d in config.datasets}
     settings = [(d, t, b) for d in config.datasets for t in config.temperatures for b in config.batch_sizes]
-    # vLLM's own methods verified against the requests' real temperatures on CPU too (vllm_seam), for a fair T > 0
+    # vLLM's own methods verified against the requests' real temperatures on CPU too (vllm_integration.cpu_sampler_fixes), for a fair T > 0
     engine_kwargs = {"enforce_eager": True, "max_model_len": config.max_model_len, "seed": config.seed,
                      "fix_cpu_sampler_for_all": True}
     started = time.time()

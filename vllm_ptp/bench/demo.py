@@ -3,7 +3,6 @@ CP heads (rank 8), batch 1, greedy."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 SHIPPED = Path(__file__).resolve().parents[2] / "examples" / "drafts"
@@ -26,7 +25,6 @@ def default_drafts() -> list[Path]:
 
 
 def run_demo(target: str, drafts: list[str] | None, prompts: int, max_tokens: int) -> None:
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "2")
     from vllm import SamplingParams
 
     from vllm_ptp.bench.compare import prompt_set

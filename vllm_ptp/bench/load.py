@@ -244,7 +244,7 @@ def percentile(values: list[float], percent: float) -> float:
 def run_config(name: str, target: str, speculative_config: dict | None, prompts: list[str], settings: LoadSettings,
                vllm_args: list[str], log_dir: Path) -> LoadRun:
     # vLLM's sampling with vllm-ptp's CPU fixes in both servers (without them the server without speculation dies
-    # on the first seeded request whose prompt is prefilled in chunks: vllm_seam, CPU bug 3)
+    # on the first seeded request whose prompt is prefilled in chunks: vllm_integration.cpu_sampler_fixes, bug 3)
     args = list(vllm_args) + ["--additional-config",
                               json.dumps(EngineSettings(fix_cpu_sampler_for_all=True).additional_config())]
     if speculative_config is not None:

@@ -9,6 +9,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from vllm_ptp.engine_settings import EngineSettings
 
 
@@ -57,15 +59,21 @@ def spec_counters(llm) -> dict:
     return counters
 
 
+CPU_KV_CACHE_GIB = 2
+
+
 def make_engine(target: str, speculative_config: dict | None = None, dtype: str = "auto", max_model_len: int | None = None,
                 seed: int = 0, **kwargs):
     from vllm import LLM
+    if not torch.cuda.is_available():
+        # A fixed KV budget (VLLM_CPU_KVCACHE_SPACE still wins): vLLM's CPU default reserves most of the RAM.
+        kwargs.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_GIB << 30)
     return LLM(model=str(target), dtype=dtype, max_model_len=max_model_len, seed=seed, disable_log_stats=False,
                speculative_config=speculative_config, **kwargs)
 
 
 def draft_seconds(timer_file: Path | None) -> float | None:
-    """Seconds the engine's runner has spent drafting so far (vllm_seam.DraftTimer), None if it never drafted."""
+    """Seconds the engine's runner has spent drafting so far (vllm_integration.draft_timer), None if it never drafted."""
     if timer_file is None or not timer_file.exists():
         return None
     return json.loads(timer_file.read_text())["seconds"]
@@ -97,7 +105,7 @@ def run_prompts(llm, prompts, params, one_at_a_time: bool = False, batch_size: i
 
 @dataclass
 class Engine:
-    """A live engine and the file through which its processes report drafting time (vllm_seam.DraftTimer)."""
+    """A live engine and the file through which its processes report drafting time (vllm_integration.draft_timer)."""
     llm: object
     timer_file: Path
 

@@ -1,14 +1,17 @@
-"""What training every draft shares: the arguments, the frozen target head, resumable training state."""
+"""What training every draft shares: the arguments, the frozen target head, resumable training state, the loop."""
 from __future__ import annotations
 
 import json
 import math
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import torch
 from safetensors.torch import load_file, save_file
+from tqdm import tqdm
 
 from vllm_ptp.models.checkpoint import embedding_fingerprint
 
@@ -26,6 +29,7 @@ class TrainArgs:
     eval_fraction: float = 0.02
     save_every: int = 200
     device: str = "cpu"
+    max_hours: float | None = None  # stop (resumable: the same command goes on) after this long
     command: str = "(python API)"  # recorded in the model card
 
 
@@ -93,3 +97,38 @@ def optimizer_step(loss: torch.Tensor, params: list[torch.nn.Parameter], optimiz
     torch.nn.utils.clip_grad_norm_(params, 0.5)
     optimizer.step()
     schedule.step()
+
+
+def run_steps(out: Path, model: torch.nn.Module, trainable: list[torch.nn.Parameter], optimizer, schedule,
+              args: TrainArgs, step: int, desc: str, train_step: Callable[[int, torch.Generator], tuple[torch.Tensor, dict]],
+              evaluate: Callable[[], dict], at_save: Callable[[int, dict], float | None] | None = None,
+              best: float | None = None) -> int:
+    """The training loop of every draft. From `step` to args.steps: a generator seeded by the step (so a resumed run
+    draws what the straight run drew), `train_step(steps done after it, g)` -> (loss, fields for the log), one clipped AdamW step. Every
+    args.save_every steps and at the end, a log record {step, those fields, evaluate(), seconds} (`at_save(step,
+    record)` may add to it and returns the best score so far, kept in the state from `best` on) and the training
+    state. Stops early, with its state
+    saved, after args.max_hours. -> the step reached."""
+    with open(out / "train_log.jsonl", "a") as log, tqdm(total=args.steps, initial=step, desc=desc) as bar:
+        if step == 0:
+            log.write(json.dumps({"step": 0, **evaluate()}) + "\n")
+        started = time.time()
+        while step < args.steps:
+            if args.max_hours is not None and time.time() - started > args.max_hours * 3600:
+                save_state(out, model, optimizer, schedule, step, best)
+                break
+            model.train()
+            loss, fields = train_step(step + 1, torch.Generator().manual_seed(args.seed * 1_000_003 + step))
+            optimizer_step(loss, trainable, optimizer, schedule)
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+            if step % args.save_every == 0 or step == args.steps:
+                model.eval()
+                record = {"step": step, **fields, **evaluate(), "seconds": round(time.time() - started, 1)}
+                if at_save is not None:
+                    best = at_save(step, record)
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+                save_state(out, model, optimizer, schedule, step, best)
+    return step

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from tqdm import tqdm
 
 from vllm_ptp.data import chat_prompts
+from vllm_ptp.training.continuations import sample_continuations, teacher_engine
 
 SEQUENCES = "sequences_{:05d}.json"
 STATES = "states_{:05d}.safetensors"
@@ -85,12 +86,13 @@ def generate_sequences(settings: TeacherSettings, conversations: list[list[dict]
     todo = [i for i in range(len(shards)) if not (out_dir / SEQUENCES.format(i)).exists()]
     if todo:
         started = time.time()
-        llm = teacher_engine(settings)
+        llm = teacher_engine(settings.target, settings.max_prompt_tokens + settings.max_new_tokens + 8, settings.seed,
+                             max_num_seqs=settings.shard_prompts * settings.samples_per_prompt)
         for i in tqdm(todo, desc="teacher continuations"):
             if max_hours is not None and time.time() - started > max_hours * 3600:
                 break
             temps = [settings.temperatures[(i * n + j) % len(settings.temperatures)] for j in range(len(shards[i]))]
-            record = sample_continuations(llm, shards[i], temps, settings)
+            record = continuations_record(llm, shards[i], temps, settings)
             tmp = out_dir / (SEQUENCES.format(i) + ".tmp")
             tmp.write_text(json.dumps(record))
             tmp.replace(out_dir / SEQUENCES.format(i))
@@ -98,32 +100,12 @@ def generate_sequences(settings: TeacherSettings, conversations: list[list[dict]
     return sum((out_dir / SEQUENCES.format(i)).exists() for i in range(len(shards)))
 
 
-def teacher_engine(settings: TeacherSettings):
-    from vllm import LLM  # the public API only: plain generation, no speculation
-    # A fixed KV budget: vLLM's CPU default reserves most of the RAM and refuses to start when anything else runs.
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "8")
-    return LLM(model=str(settings.target), dtype="bfloat16", seed=settings.seed, enforce_eager=True,
-               max_model_len=settings.max_prompt_tokens + settings.max_new_tokens + 8,
-               max_num_seqs=settings.shard_prompts * settings.samples_per_prompt)
-
-
-def sample_continuations(llm, prompts: list[list[int]], temperatures: list[float], settings: TeacherSettings
+def continuations_record(llm, prompts: list[list[int]], temperatures: list[float], settings: TeacherSettings
                          ) -> dict:
-    """One continuation per prompt at T = 0, `samples_per_prompt` at T > 0 -> {"prompts", "completions",
-    "temperatures"}, one entry per sequence."""
-    from vllm import SamplingParams
-    # No per-request seeds: vLLM 0.32's CPU bookkeeping crashes on seeded requests in chunked prefill
-    # ("CPU Generator does not use offset"); the engine seed keeps runs reproducible.
-    params = [SamplingParams(temperature=t, max_tokens=settings.max_new_tokens,
-                             n=1 if t <= 0 else settings.samples_per_prompt) for t in temperatures]
-    outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
-    record = {"prompts": [], "completions": [], "temperatures": []}
-    for prompt, t, output in zip(prompts, temperatures, outputs):
-        for sample in output.outputs:
-            record["prompts"].append(prompt)
-            record["completions"].append(list(sample.token_ids))
-            record["temperatures"].append(t)
-    return record
+    """-> {"prompts", "completions", "temperatures"}, one entry per sequence."""
+    sequences = sample_continuations(llm, prompts, temperatures, settings.max_new_tokens, settings.samples_per_prompt)
+    return {"prompts": [p for p, _, _ in sequences], "completions": [c for _, c, _ in sequences],
+            "temperatures": [t for _, _, t in sequences]}
 
 
 def record_states(settings: TeacherSettings, out_dir: str | Path, device: str = "cpu", tokens_per_batch: int = 4096,

@@ -9,7 +9,6 @@ float32) records the final post-norm hidden state h_i at every completion positi
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -17,6 +16,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from vllm_ptp.data import chat_prompts
+from vllm_ptp.training.continuations import sample_continuations, teacher_engine
 
 MAX_HEADS = 8
 SHARD_PROMPTS = 64
@@ -45,10 +45,10 @@ def generate_teacher_data(target: str | Path, conversations: list[list[dict]], o
         llm = teacher_engine(target, max_prompt_tokens + max_new_tokens + 8, seed)
         model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32).to(device).eval()
         for i in tqdm(todo, desc="teacher shards"):
-            completions = sample_continuations(llm, shards[i], shard_temperatures(i, len(shards[i]), temperatures),
-                                               max_new_tokens)
+            sequences = sample_continuations(llm, shards[i], shard_temperatures(i, len(shards[i]), temperatures),
+                                             max_new_tokens)
             parts = []
-            for prompt, completion in zip(shards[i], completions):
+            for prompt, completion, _ in sequences:
                 tokens = prompt + completion
                 with torch.inference_mode():
                     hidden = model.model(torch.tensor([tokens], device=device)).last_hidden_state[0].cpu()
@@ -64,23 +64,6 @@ def generate_teacher_data(target: str | Path, conversations: list[list[dict]], o
 def shard_temperatures(shard: int, n: int, temperatures: tuple[float, ...]) -> list[float]:
     """The cycle of temperatures over all prompts, continued across shards."""
     return [temperatures[(shard * SHARD_PROMPTS + j) % len(temperatures)] for j in range(n)]
-
-
-def teacher_engine(target: str | Path, max_model_len: int, seed: int):
-    from vllm import LLM  # the public API only: plain generation, no speculation
-    # A fixed KV budget: vLLM's CPU default reserves 92% of RAM and refuses to start when anything else runs.
-    os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "4")
-    return LLM(model=str(target), dtype="bfloat16", max_model_len=max_model_len, seed=seed, enforce_eager=True)
-
-
-def sample_continuations(llm, prompts: list[list[int]], temperatures: list[float], max_new_tokens: int
-                         ) -> list[list[int]]:
-    from vllm import SamplingParams
-    # No per-request seeds: vLLM 0.32's CPU bookkeeping crashes on seeded requests in chunked prefill
-    # ("CPU Generator does not use offset"); the engine seed keeps runs reproducible.
-    params = [SamplingParams(temperature=t, max_tokens=max_new_tokens) for t in temperatures]
-    outputs = llm.generate([{"prompt_token_ids": p} for p in prompts], params, use_tqdm=False)
-    return [list(o.outputs[0].token_ids) for o in outputs]
 
 
 def load_teacher_data(data_dir: str | Path) -> dict[str, torch.Tensor]:

@@ -1,25 +1,21 @@
 """Train CP heads on teacher data: joint mixture NLL + load-balancing, resumable, seeded."""
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from tqdm import tqdm
 
 from vllm_ptp.models.checkpoint import save_checkpoint
 from vllm_ptp.models.cp_config import CPConfig
 from vllm_ptp.models.cp_heads import CPHeads, joint_log_likelihood, load_balancing_loss
-from vllm_ptp.training.common import (TrainArgs, load_target_head, make_optimizer, optimizer_step, resume,
-                                      save_state)
+from vllm_ptp.training.common import TrainArgs, load_target_head, make_optimizer, resume, run_steps
 from vllm_ptp.training.teacher import load_teacher_data
 
 
 @dataclass
 class CPTrainArgs(TrainArgs):
-    steps: int = 2000
+    steps: int = 1500
     lr: float = 2e-3
     rank: int = 8
     heads: int = 3
@@ -68,31 +64,19 @@ def train_cp(args: CPTrainArgs) -> Path:
         return (data["hidden"][indices].to(device), data["last_token"][indices].long().to(device),
                 labels[indices].to(device), in_sequence[indices].to(device))
 
-    log = open(out / "train_log.jsonl", "a")
-    started = time.time()
-    if step == 0:
-        log.write(json.dumps({"step": 0, **evaluate(heads, batch(eval_idx))}) + "\n")
-    bar = tqdm(total=args.steps, initial=step, desc=f"train cp r={args.rank} n={args.heads}")
-    while step < args.steps:
-        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+    def train_step(done: int, g: torch.Generator):
         idx = train_idx[torch.randint(len(train_idx), (args.batch_size,), generator=g)]
         hidden, last, lab, mask = batch(idx)
         log_w, logits = heads(hidden, last)
         ll, resp = joint_log_likelihood(log_w, logits, lab, mask)
         nll = -ll.sum() / mask.sum().clamp(min=1)
         balance = load_balancing_loss(log_w, resp)
-        loss = nll + args.balance_weight * balance
-        optimizer_step(loss, trainable, optimizer, schedule)
-        step += 1
-        bar.update(1)
-        bar.set_postfix(nll=f"{nll.item():.3f}", bal=f"{balance.item():.2f}")
-        if step % args.save_every == 0 or step == args.steps:
-            record = {"step": step, "train_nll_per_token": nll.item(), "balance": balance.item(),
-                      **evaluate(heads, batch(eval_idx)), "seconds": round(time.time() - started, 1)}
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            save_state(out, heads, optimizer, schedule, step)
-    bar.close()
+        return nll + args.balance_weight * balance, {"train_nll_per_token": nll.item(), "balance": balance.item()}
+
+    step = run_steps(out, heads, trainable, optimizer, schedule, args, step, f"train cp r={args.rank} n={args.heads}",
+                     train_step, lambda: evaluate(heads, batch(eval_idx)))
+    if step < args.steps:
+        return out  # stopped by max_hours: the same command resumes
     final = evaluate(heads, batch(eval_idx))
     card = model_card(args, config, final, coverage, N)
     shipped = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in heads.state_dict().items()}

@@ -9,20 +9,16 @@ vLLM does (it cannot load a truncated one, see medusa_config.py).
 """
 from __future__ import annotations
 
-import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from vllm_ptp.models.checkpoint import save_checkpoint
 from vllm_ptp.models.medusa_config import MedusaConfig
 from vllm_ptp.models.medusa_heads import MedusaHeads
-from vllm_ptp.training.common import (TrainArgs, load_target_head, make_optimizer, optimizer_step, resume,
-                                      save_state)
+from vllm_ptp.training.common import TrainArgs, load_target_head, make_optimizer, resume, run_steps
 from vllm_ptp.training.ptp_data import PTPTeacherData, load_ptp_teacher_data
 
 PAST_END = -1
@@ -121,31 +117,19 @@ def train_medusa(args: MedusaTrainArgs) -> Path:
     trainable = [p for p in heads.parameters() if p.requires_grad]
     optimizer, schedule = make_optimizer(trainable, args.lr, args.steps, max(1, min(100, args.steps // 10)))
     step = resume(out, heads, optimizer, schedule)
-    log = open(out / "train_log.jsonl", "a")
-    started = time.time()
-    if step == 0:
-        log.write(json.dumps({"step": 0, **evaluate(heads, final, held_out, device)}) + "\n")
-    bar = tqdm(total=args.steps, initial=step, desc=f"train medusa {args.heads} heads")
-    while step < args.steps:
-        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+
+    def train_step(done: int, g: torch.Generator):
         idx = torch.randint(len(train.positions), (args.batch_size,), generator=g)
         labels = train.labels[idx].to(device)
         labels = torch.where(labels >= 0, to_vocab[labels.clamp(min=0)], labels)
         per = head_losses(heads, final, train.positions[idx].to(device), labels, args.loss, rows)
-        count = (labels >= 0).sum(0).clamp(min=1)
-        per_head = per.sum(0) / count
-        loss = per_head.mean()
-        optimizer_step(loss, trainable, optimizer, schedule)
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if step % args.save_every == 0 or step == args.steps:
-            record = {"step": step, "train_loss_per_head": [round(x, 3) for x in per_head.tolist()],
-                      **evaluate(heads, final, held_out, device), "seconds": round(time.time() - started, 1)}
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            save_state(out, heads, optimizer, schedule, step)
-    bar.close()
+        per_head = per.sum(0) / (labels >= 0).sum(0).clamp(min=1)
+        return per_head.mean(), {"train_loss_per_head": [round(x, 3) for x in per_head.tolist()]}
+
+    step = run_steps(out, heads, trainable, optimizer, schedule, args, step, f"train medusa {args.heads} heads",
+                     train_step, lambda: evaluate(heads, final, held_out, device))
+    if step < args.steps:
+        return out  # stopped by max_hours: the same command resumes
     final_eval = evaluate(heads, final, held_out, device)
     shipped = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in heads.state_dict().items()}
     save_checkpoint(out, config.to_json(), shipped,

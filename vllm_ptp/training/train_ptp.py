@@ -14,21 +14,18 @@ shared with the EAGLE-3 baseline (train_eagle3.py), which differs only in how th
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tqdm import tqdm
 
 from vllm_ptp.kernels import cdf_interval
 from vllm_ptp.models.checkpoint import CheckpointError, load_matching_weights, save_checkpoint
 from vllm_ptp.models.ptp_config import PEAGLE_TYPE, PTP_TYPE, U_EMBEDDINGS, PTPConfig
 from vllm_ptp.models.ptp_draft import PTPDraft
 from vllm_ptp.training.acceptance import draft_acceptance, teacher_sequences
-from vllm_ptp.training.common import (STATE_DIR, TrainArgs, load_target_head, make_optimizer, optimizer_step, resume,
-                                      save_state)
+from vllm_ptp.training.common import STATE_DIR, TrainArgs, load_target_head, make_optimizer, resume, run_steps
 from vllm_ptp.training.ptp_data import PTPTeacherData, load_ptp_teacher_data
 
 BETA = 0.3
@@ -39,7 +36,7 @@ class SlotTrainArgs(TrainArgs):
     """Options of every draft trained on windows with K slots per anchor (PTP, P-EAGLE, EAGLE-3)."""
     batch_size: int = 8  # sequences
     eval_fraction: float = 0.03
-    save_every: int = 100
+    save_every: int = 250
     slots: int = 4
     loss: str = "ce"
     gamma: float = 1.0
@@ -48,7 +45,6 @@ class SlotTrainArgs(TrainArgs):
     anchors: int = 32
     eval_dir: str | None = None  # held-out teacher folder: the offline acceptance that selects the shipped checkpoint
     eval_max_sequences: int = 96  # of the training teacher data held out for the loss
-    max_hours: float | None = None  # stop (resumable) after this long
     init_from: str | None = None  # a draft folder of the same layout whose weights a new run starts from
 
     def check(self) -> None:
@@ -327,47 +323,33 @@ def train_slot_draft(args: SlotTrainArgs, config_fields: dict, states, card, des
     step = resume(out, model, optimizer, schedule)
     if step == 0 and args.init_from:
         warm_start(model, Path(args.init_from))
-    log = open(out / "train_log.jsonl", "a")
-    started = time.time()
     acceptance_data = held_out_acceptance_data(args, config)
-    if step == 0:
-        log.write(json.dumps({"step": 0, **evaluate(model, examples, eval_seq, teacher_head, args, device, states)})
-                  + "\n")
-    best = best_score(out)
-    bar = tqdm(total=args.steps, initial=step, desc=desc)
-    while step < args.steps:
-        if args.max_hours is not None and time.time() - started > args.max_hours * 3600:
-            save_state(out, model, optimizer, schedule, step, best)
-            break
-        g = torch.Generator().manual_seed(args.seed * 1_000_003 + step)
+
+    def train_step(done: int, g: torch.Generator):
         batch = examples.batch(train_seq[torch.randint(len(train_seq), (args.batch_size,), generator=g)], g, device)
-        model.train()
         loss, per_slot, _, count = losses(model, batch, states(model, batch, teacher_head, g, False), teacher_head,
                                           args)
-        optimizer_step(loss, trainable, optimizer, schedule)
-        step += 1
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.3f}")
-        if step % args.save_every == 0 or step == args.steps:
-            record = {"step": step, "epochs": round(step * args.batch_size / len(train_seq), 3),
-                      "anchors_seen": step * args.batch_size * args.anchors,
+        return loss, {"epochs": round(done * args.batch_size / len(train_seq), 3),
+                      "anchors_seen": done * args.batch_size * args.anchors,
                       "train_loss": round(loss.item(), 4),
-                      "train_loss_per_slot": [round(x, 3) for x in (per_slot / count.clamp(min=1)).tolist()],
-                      **evaluate(model, examples, eval_seq, teacher_head, args, device, states),
-                      "seconds": round(time.time() - started, 1)}
-            if acceptance_data is not None:
-                acceptance = held_out_acceptance(model, acceptance_data, lm_head, config.num_slots)
-                record["acceptance"] = acceptance
-                score = mean_acceptance_length(acceptance)
-                if score > best:  # the checkpoint that ships is the best by held-out acceptance, not the last
-                    best = score
-                    record["exported"] = True
-                    export(out, model, config, card(args, config, {**record, "step": step}, coverage, data))
-            log.write(json.dumps(record) + "\n")
-            log.flush()
-            save_state(out, model, optimizer, schedule, step, best)
-    bar.close()
-    log.close()
+                      "train_loss_per_slot": [round(x, 3) for x in (per_slot / count.clamp(min=1)).tolist()]}
+
+    best = best_score(out)
+
+    def at_save(step: int, record: dict) -> float:
+        nonlocal best
+        if acceptance_data is not None:
+            acceptance = held_out_acceptance(model, acceptance_data, lm_head, config.num_slots)
+            record["acceptance"] = acceptance
+            score = mean_acceptance_length(acceptance)
+            if score > best:  # the checkpoint that ships is the best by held-out acceptance, not the last
+                best = score
+                record["exported"] = True
+                export(out, model, config, card(args, config, record, coverage, data))
+        return best
+
+    step = run_steps(out, model, trainable, optimizer, schedule, args, step, desc, train_step,
+                     lambda: evaluate(model, examples, eval_seq, teacher_head, args, device, states), at_save, best)
     if acceptance_data is None and step >= args.steps:
         final = evaluate(model, examples, eval_seq, teacher_head, args, device, states)
         export(out, model, config, card(args, config, {**final, "step": step}, coverage, data))

@@ -1,0 +1,100 @@
+"""PTP in vLLM: its EAGLE-3 draft class and proposer, each with PTP's change and nothing else.
+
+Imports vLLM's model and proposer modules, so it is imported only where they are needed: by vLLM's model registry
+("vllm_ptp.vllm_integration.ptp_classes:PtpLlamaForCausalLM", in the process that loads the draft) and by the
+runner when it is built for a PTP draft.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from vllm.model_executor.models.llama_eagle3 import Eagle3LlamaForCausalLM
+from vllm.v1.spec_decode.eagle import EagleProposer
+
+from vllm_ptp.models.checkpoint import CONFIG_FILE, check_fingerprint
+from vllm_ptp.models.ptp_config import PTPConfig
+from vllm_ptp.models.ptp_draft import PTPConditioning
+from vllm_ptp.proposers.ptp_proposer import draw_uniforms, pick_drafts
+from vllm_ptp.vllm_integration.tensor_parallel import whole_vocab_rows
+
+
+class PtpLlamaForCausalLM(Eagle3LlamaForCausalLM):
+    """vLLM's EAGLE-3 Llama draft plus the PTP conditioning of the mask slots (u and temperature embeddings);
+    loads the same safetensors as vllm_ptp.models.ptp_draft.PTPDraft."""
+
+    def __init__(self, *, vllm_config, prefix: str = ""):
+        super().__init__(vllm_config=vllm_config, prefix=prefix)
+        config = self.config
+        self.ptp_conditioning = PTPConditioning(config.ptp_u_embedding, config.ptp_u_features, config.hidden_size)
+
+    def load_weights(self, weights):
+        ours: dict[str, torch.Tensor] = {}
+
+        def theirs():
+            for name, tensor in weights:
+                if name.startswith("ptp_conditioning."):
+                    ours[name.removeprefix("ptp_conditioning.")] = tensor
+                else:
+                    yield name, tensor
+
+        loaded = super().load_weights(theirs())
+        self.ptp_conditioning.load_state_dict(ours)
+        return loaded
+
+
+class PTPProposer(EagleProposer):
+    """vLLM's EAGLE-3 parallel drafting, changed at two points: the mask slots' inputs get the embeddings of
+    u_1..u_{K-1} and the temperature (set_inputs_first_pass), and the K tokens are picks at u_1..u_K from the
+    processed slot distributions, which go to the rejection sampler (_sample_draft_tokens). It also drafts in steps
+    where vLLM's would skip the batch near max_model_len (_clamp_to_max_model_len)."""
+
+    _ptp_u: torch.Tensor | None = None
+    _ptp_sampling = None
+
+    def load_model(self, target_model) -> None:
+        super().load_model(target_model)
+        folder = Path(self.speculative_config.model)
+        embed = whole_vocab_rows(self.model.model.embed_tokens.weight, self.vllm_config.model_config.get_vocab_size())
+        check_fingerprint(folder / CONFIG_FILE, PTPConfig.from_checkpoint(folder).verifier, embed)
+
+    def propose(self, *args, **kwargs):
+        # vLLM's runner passes everything by keyword
+        metadata = kwargs["sampling_metadata"]
+        batch = kwargs["common_attn_metadata"].batch_size()
+        self._ptp_u = draw_uniforms(batch, kwargs["num_speculative_tokens"], metadata.generators,
+                                    metadata.temperature, self.device)
+        self._ptp_sampling = metadata
+        try:
+            return super().propose(*args, **kwargs)
+        finally:
+            self._ptp_u = self._ptp_sampling = None
+
+    def set_inputs_first_pass(self, *args, **kwargs):
+        num_tokens, token_indices_to_sample, cad = super().set_inputs_first_pass(*args, **kwargs)
+        cad = self._clamp_to_max_model_len(num_tokens, cad)
+        u = self._ptp_u
+        if u is not None and u.shape[1] > 1:
+            mask_rows = token_indices_to_sample.view(u.shape[0], -1)[:, 1:].long()
+            temperature = self._ptp_sampling.temperature
+            if temperature is None:
+                temperature = torch.zeros(u.shape[0], device=u.device)
+            added = self.model.ptp_conditioning(u[:, :-1], temperature[:u.shape[0]])
+            self.hidden_states[mask_rows] += added.to(self.hidden_states.dtype)
+        return num_tokens, token_indices_to_sample, cad
+
+    def _clamp_to_max_model_len(self, num_tokens, cad):
+        """Mask slots of a request near the limit sit past it (runner.input_fits_in_drafter lets such steps draft):
+        vLLM already leaves them unwritten; their positions are clamped for the rotary table and the lengths for
+        the block table (that request's last drafts are then approximate; the scheduler trims those past the limit
+        anyway)."""
+        limit = self.speculative_config.draft_model_config.max_model_len
+        if cad.max_seq_len <= limit:
+            return cad
+        self.positions[:num_tokens].clamp_(max=limit - 1)
+        return cad.replace(seq_lens=cad.seq_lens.clamp(max=limit), max_seq_len=limit)
+
+    def _sample_draft_tokens(self, hidden_states, sampling_metadata):
+        logits = self.model.compute_logits(hidden_states)
+        m = sampling_metadata
+        return pick_drafts(logits, self._ptp_u, m.temperature, m.top_k, m.top_p, return_probs=not m.all_greedy)

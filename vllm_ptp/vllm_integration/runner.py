@@ -1,0 +1,91 @@
+"""Runner wiring: vLLM's V1 model runner builds our drafter where it builds its own, and hands it what it drafts
+from; the CPU runner subclasses GPUModelRunner, so these replacements serve both.
+
+- PTP: the runner builds vLLM's EagleProposer; while it is built for a PTP draft, the class is ours (ptp_classes).
+- CP: set up like vLLM's custom_class method; the runner builds our drafter through the custom-class factory and,
+  like vLLM's Medusa branch, hands it the target's final hidden state that produced each request's last sampled
+  token, plus that token. The drafts' distributions go where vLLM's rejection sampler picks them up next step
+  (`_draft_probs`, as for EAGLE's probabilistic drafting).
+"""
+from __future__ import annotations
+
+from vllm_ptp.engine_settings import EngineSettings
+from vllm_ptp.vllm_integration.cp_drafter import VllmCPDrafter
+from vllm_ptp.vllm_integration.draft_timer import DraftTimer
+from vllm_ptp.vllm_integration.hybrid import context_matcher, overlay_on_cp_drafts, overlay_on_ptp_drafts
+from vllm_ptp.vllm_integration.methods import is_ours, serves_ptp
+from vllm_ptp.vllm_integration.registry import original
+
+
+def runner_init(self, vllm_config, device):
+    """Replaces GPUModelRunner.__init__."""
+    vllm_init = original("GPUModelRunner.__init__")
+    spec = vllm_config.speculative_config
+    settings = EngineSettings.from_additional_config(vllm_config.additional_config)
+    self._vllm_ptp_draft_timer = DraftTimer(settings.draft_time_file)
+    self._vllm_ptp_fix_sampler = is_ours(spec) or settings.fix_cpu_sampler_for_all
+    self._vllm_ptp_matcher = None
+    if not is_ours(spec):
+        return vllm_init(self, vllm_config, device)
+    self._vllm_ptp_matcher = context_matcher(vllm_config)
+    from vllm.v1.worker import gpu_model_runner as runner_module
+    if serves_ptp(spec):
+        from vllm_ptp.vllm_integration.ptp_classes import PTPProposer
+        eagle_proposer = runner_module.EagleProposer
+        runner_module.EagleProposer = PTPProposer
+        try:
+            return vllm_init(self, vllm_config, device)
+        finally:
+            runner_module.EagleProposer = eagle_proposer
+    method = spec.method
+    # The custom_class branch is the one place the runner builds a drafter from a factory and nothing else.
+    spec.method = "custom_class"
+    build_custom = runner_module.create_custom_proposer
+    runner_module.create_custom_proposer = lambda config: VllmCPDrafter(config, device)
+    try:
+        vllm_init(self, vllm_config, device)
+    finally:
+        runner_module.create_custom_proposer = build_custom
+        spec.method = method
+
+
+def propose_draft_token_ids(self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states,
+                            sample_hidden_states, aux_hidden_states, spec_decode_metadata, common_attn_metadata,
+                            slot_mappings):
+    """Replaces GPUModelRunner.propose_draft_token_ids: CP drafts from the target's hidden states; PTP (and every
+    method not ours) through vLLM's own; the hybrid's matches on top of ours; all of it timed for the bench."""
+    with self._vllm_ptp_draft_timer.timing(self.device):
+        matcher = getattr(self, "_vllm_ptp_matcher", None)
+        if not is_ours(self.speculative_config) or serves_ptp(self.speculative_config):
+            drafts = original("GPUModelRunner.propose_draft_token_ids")(
+                self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states, sample_hidden_states,
+                aux_hidden_states, spec_decode_metadata, common_attn_metadata, slot_mappings)
+            if matcher is not None:
+                drafts = overlay_on_ptp_drafts(self, matcher, drafts, sampled_token_ids)
+            return drafts
+        num_draft = spec_decode_metadata.num_draft_tokens if spec_decode_metadata is not None else None
+        draft_ids, draft_probs = self.drafter.propose(
+            sampled_token_ids, sample_hidden_states, num_draft, sampling_metadata,
+            scheduler_output.num_spec_tokens_to_schedule)
+        if matcher is not None:
+            draft_ids, draft_probs = overlay_on_cp_drafts(self, matcher, draft_ids, draft_probs)
+        self._draft_probs = draft_probs
+        self._draft_prob_req_ids = self.input_batch.req_ids.copy() if draft_probs is not None else None
+        return draft_ids
+
+
+def input_fits_in_drafter(self, common_attn_metadata):
+    """Replaces GPUModelRunner._input_fits_in_drafter.
+
+    vLLM 0.32 skips the drafter for the WHOLE batch in any step where one request's length + k exceeds the draft's
+    max_model_len. No draft KV is written for that step's positions of every other request either, and their later
+    draft steps attend to whatever those slots held before: a request's drafts then depend on which requests ran
+    earlier (greedy output is unaffected, but seeded PTP answers stopped repeating run to run, and acceptance
+    drops). For PTP the drafter runs whenever the sequences themselves fit: PTPProposer clamps the mask slots that
+    would pass the limit (they are never written, and their drafts are trimmed by the scheduler)."""
+    if common_attn_metadata is None or not serves_ptp(self.speculative_config):
+        return original("GPUModelRunner._input_fits_in_drafter")(self, common_attn_metadata)
+    limit = self.effective_drafter_max_model_len
+    # the clamped lengths must still hold every query: a prefill chunk of nearly max_model_len is left to vLLM
+    return (common_attn_metadata.max_seq_len <= limit
+            and common_attn_metadata.max_query_len + self.num_spec_tokens <= limit)
