@@ -9,4 +9,6 @@ if [[ "${1:-}" == "--fast" ]]; then
   shift
   set -- -m "not engine and not server and not slow and not gpu" "$@"
 fi
-exec "$root/.venv/bin/python" -m pytest -q -p no:cacheprovider tests "$@"
+# pytest from its entry point, not `python -m`: the repository root stays off sys.path, so the top-level kernels/
+# folder is only ever imported as vllm_ptp.kernels.
+exec "$root/.venv/bin/pytest" -q -p no:cacheprovider tests "$@"

@@ -2,7 +2,7 @@
 import torch
 from stats import chi_square_p_value
 
-from vllm_ptp.kernels import pick, processed_probs
+from vllm_ptp.kernels import pick_from_probs, processed_probs
 from vllm_ptp.models.checkpoint import save_checkpoint
 from vllm_ptp.models.cp_config import CPConfig
 from vllm_ptp.models.cp_heads import CPHeads, joint_log_likelihood
@@ -31,7 +31,7 @@ def test_pick_follows_the_distribution():
     probs[0, 3] = 0.0
     probs /= probs.sum()
     n = 20000
-    tokens = pick(torch.rand(n), probs.expand(n, -1))
+    tokens = pick_from_probs(torch.rand(n), probs.expand(n, -1))
     assert not (tokens == 3).any(), "a zero-probability token was picked"
     assert chi_square_p_value(torch.bincount(tokens, minlength=10), probs[0]) > 1e-3
 
@@ -39,7 +39,7 @@ def test_pick_follows_the_distribution():
 def test_pick_is_the_inverse_cdf_in_token_id_order():
     probs = torch.tensor([[0.25, 0.0, 0.5, 0.25]])
     u = torch.tensor([0.0, 0.2499, 0.25, 0.7499, 0.75, 0.9999])
-    assert pick(u, probs.expand(6, -1)).tolist() == [0, 0, 2, 2, 3, 3]
+    assert pick_from_probs(u, probs.expand(6, -1)).tolist() == [0, 0, 2, 2, 3, 3]
 
 
 def test_processed_probs_top_k_top_p_and_greedy():

@@ -107,7 +107,7 @@ def top_p_margin(logits, temp, top_k, top_p, row, token):
 
 
 def compare_with_reference(T, logits, temp, top_k, top_p, u, early_exit_too=False, **cfg):
-    tok, ptok, probs = T.pick(logits, temp, top_k, top_p, u, True, **cfg)
+    tok, ptok, probs = T.pick_from_logits(logits, temp, top_k, top_p, u, True, **cfg)
     rtok, _, rprobs = ref.pick_from_logits(logits, temp, top_k, top_p, u, True)
     assert tok.dtype == torch.int64 and ptok.dtype == torch.float32 and probs.dtype == torch.float32
     # Kept sets: identical except at an ambiguous top-p cut.
@@ -136,7 +136,7 @@ def compare_with_reference(T, logits, temp, top_k, top_p, u, early_exit_too=Fals
     rl, rr = ref.interval_from_probs(rprobs, tok)
     assert float((left - rl)[same].abs().max()) <= TOL and float((right - rr)[same].abs().max()) <= TOL
     if early_exit_too:
-        tok2, ptok2 = T.pick(logits, temp, top_k, top_p, u, **cfg)
+        tok2, ptok2 = T.pick_from_logits(logits, temp, top_k, top_p, u, **cfg)
         assert torch.equal(tok2, tok) and torch.equal(ptok2, ptok)
     return tok, probs
 
@@ -189,14 +189,14 @@ def test_interval_round_trip(T, cuts):
     if not cuts:
         top_k = top_p = None
     cfg = {"block": 1024}
-    tok, _ = T.pick(logits, temp, top_k, top_p, u, **cfg)
+    tok, _ = T.pick_from_logits(logits, temp, top_k, top_p, u, **cfg)
     left, right = T.cdf_interval(logits, temp, top_k, top_p, tok, **cfg)
     below = torch.nextafter(left, torch.zeros_like(left))
     last_inside = torch.nextafter(right, torch.zeros_like(right))
     us = torch.cat([left, last_inside, (left + right) / 2, below, right])
     n = len(tok)
     rep = lambda t: None if t is None else t.repeat(5, *([1] * (t.dim() - 1)))  # noqa: E731
-    got, _ = T.pick(rep(logits), rep(temp), rep(top_k), rep(top_p), us.clamp(max=1 - 2 ** -24), **cfg)
+    got, _ = T.pick_from_logits(rep(logits), rep(temp), rep(top_k), rep(top_p), us.clamp(max=1 - 2 ** -24), **cfg)
     got = got.view(5, n)
     assert (got[:3] == tok).all(), "a u inside [left, right) did not give the token back"
     assert ((got[3] != tok) | (left == 0)).all() and ((got[4] != tok) | (right == 1)).all()
@@ -210,7 +210,7 @@ def test_interval_round_trip(T, cuts):
         assert torch.equal(rl == rr, ~nz)
         inside = torch.stack([rl, torch.nextafter(rr, torch.zeros_like(rr)), (rl + rr) / 2])[:, nz]
         for uu in inside:
-            assert (ref.pick(uu, probs[nz]) == t).all()
+            assert (ref.pick_from_probs(uu, probs[nz]) == t).all()
 
 
 @needs_triton
@@ -235,7 +235,7 @@ def test_intervals_tile_the_unit_interval(T, cuts):
         assert torch.equal(right[i, nz[:-1]], left[i, nz[1:]]), f"row {i}: a gap or overlap between intervals"
         us = torch.cat([left[i, nz], torch.nextafter(right[i, nz], torch.zeros(len(nz)))])
         m = len(us)
-        got, _ = T.pick(logits[i].expand(m, V).contiguous(), temp[i].expand(m), None if top_k is None else
+        got, _ = T.pick_from_logits(logits[i].expand(m, V).contiguous(), temp[i].expand(m), None if top_k is None else
                         top_k[i].expand(m), None if top_p is None else top_p[i].expand(m), us, block=4)
         assert torch.equal(got, torch.cat([nz, nz]))
 
@@ -249,7 +249,7 @@ def test_picks_follow_the_processed_distribution(T, top_k, top_p, n):
     temp = torch.full((n,), 0.8)
     tk = None if top_k is None else torch.full((n,), top_k)
     tp = None if top_p is None else torch.full((n,), top_p)
-    tok, _ = T.pick(logits, temp, tk, tp, torch.rand(n, generator=g))
+    tok, _ = T.pick_from_logits(logits, temp, tk, tp, torch.rand(n, generator=g))
     expected = ref.processed_probs(logits[:1], temp[:1], None if tk is None else tk[:1], None if tp is None else tp[:1])
     if top_k is not None:
         assert 1 < int((expected > 0).sum()) <= top_k
@@ -431,7 +431,7 @@ def test_reference_top_p_keeps_ties_and_ignores_other_rows():
 def test_reference_pick_never_returns_a_zero_probability_token():
     probs = torch.tensor([[0.3, 0.7 + 1e-7, 0.0, 0.0]])
     u = torch.tensor([1 - 2 ** -24])
-    assert ref.pick(u, probs).item() == 1
+    assert ref.pick_from_probs(u, probs).item() == 1
 
 
 def test_reference_cp_posterior_is_the_proposer_update():

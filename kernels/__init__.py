@@ -8,7 +8,7 @@ never imports triton: that happens on the first call that uses a kernel, and a m
 
 Entry points (N rows, V vocabulary; all outputs float32 unless said):
   processed_probs(logits, temperature, top_k=None, top_p=None) -> probs [N, V]
-  pick(u, probs) -> token ids [N]                       (inverse CDF over given probabilities; torch on every device)
+  pick_from_probs(u, probs) -> token ids [N]             (inverse CDF over given probabilities; torch on every device)
   pick_from_logits(logits, temperature, top_k, top_p, u, return_probs=False, check=True)
       -> (token ids [N] int64, p(token) [N]) [+ processed probs [N, V] with return_probs]
   cdf_interval(logits, temperature, top_k, top_p, tokens, check=True) -> (left [N], right [N])
@@ -32,9 +32,9 @@ import torch
 
 from vllm_ptp import envs
 from vllm_ptp.kernels import reference
-from vllm_ptp.kernels.reference import pick
+from vllm_ptp.kernels.reference import pick_from_probs
 
-__all__ = ["backend", "cdf_interval", "cp_posterior", "mixture_probs", "pick", "pick_from_logits",
+__all__ = ["backend", "cdf_interval", "cp_posterior", "mixture_probs", "pick_from_probs", "pick_from_logits",
            "processed_probs", "u_features"]
 
 _LOGIT_DTYPES = (torch.float32, torch.bfloat16, torch.float16)
@@ -115,7 +115,7 @@ def processed_probs(logits: torch.Tensor, temperature: torch.Tensor, top_k: torc
         return reference.processed_probs(logits, temperature, top_k, top_p)
     _check_rows(logits, temperature, top_k, top_p, values=False)
     u = torch.zeros(logits.shape[0], device=logits.device)
-    return _kernels().pick(logits, temperature, top_k, top_p, u, return_probs=True)[2]
+    return _kernels().pick_from_logits(logits, temperature, top_k, top_p, u, return_probs=True)[2]
 
 
 def pick_from_logits(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor | None,
@@ -126,7 +126,7 @@ def pick_from_logits(logits: torch.Tensor, temperature: torch.Tensor, top_k: tor
     _check_rows(logits, temperature, top_k, top_p, u=u, values=check)
     if backend(logits.device) == "torch":
         return reference.pick_from_logits(logits, temperature, top_k, top_p, u, return_probs)
-    return _kernels().pick(logits, temperature, top_k, top_p, u, return_probs)
+    return _kernels().pick_from_logits(logits, temperature, top_k, top_p, u, return_probs)
 
 
 def cdf_interval(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor | None,

@@ -46,7 +46,7 @@ def _last_positive(probs: torch.Tensor) -> torch.Tensor:
     return torch.where(probs > 0, ids, -1).amax(-1)
 
 
-def pick(u: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+def pick_from_probs(u: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
     """Inverse CDF in token-id order: the smallest id whose cumulative probability exceeds u. u [N], probs [N, V].
 
     u is scaled by the row total so rounding never walks past the end; should u * total still round up to the total
@@ -66,7 +66,7 @@ def pick_from_logits(logits: torch.Tensor, temperature: torch.Tensor, top_k: tor
     probabilities [N, V] float32 as a third element.
     """
     probs = processed_probs(logits, temperature, top_k, top_p)
-    tokens = pick(u, probs)
+    tokens = pick_from_probs(u, probs)
     token_probs = probs.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
     return (tokens, token_probs, probs) if return_probs else (tokens, token_probs)
 
@@ -86,7 +86,7 @@ def _smallest_u_reaching(c: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
 
 
 def interval_from_probs(probs: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """[left, right) of each token under `pick`: pick(u, probs) == token exactly for every float32 u in it.
+    """[left, right) of each token under `pick_from_probs`: pick_from_probs(u, probs) == token exactly for every float32 u in it.
 
     right - left equals the token's probability up to float rounding; the last token with nonzero probability gets
     right = 1, zero-probability tokens an empty interval (left == right).

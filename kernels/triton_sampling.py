@@ -509,7 +509,7 @@ def _sample_chunked(logits, temperature, u, tok_in, tok_out, a_out, b_out, probs
         walk[(N, S)](*args, MODE=2, **meta)
 
 
-def pick(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None,
+def pick_from_logits(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None,
          u: torch.Tensor, return_probs: bool = False, *, block: int | None = None,
          search_block: int | None = None):
     """logits [N, V] (fp32/bf16/fp16), temperature [N] (<= 0: greedy), top_k [N] int (<= 0 or >= V: off) or None,
