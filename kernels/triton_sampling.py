@@ -24,9 +24,8 @@ Semantics are those of `vllm_ptp.kernels.reference` (the oracle the tests hold t
   interval of t is [max_{j<t, p_j>0} cn(j), cn(t)), the last nonzero token's right end is 1, and a u that rounding
   lets walk past the end takes the last nonzero token. So pick(u) == t exactly for every float32 u in the interval.
 
-The kernels are plain functions turned into `triton.jit` objects on first use, keyed by TRITON_INTERPRET as it is
-then (so the interpreter can be switched on after triton was imported). They take no nested jit helpers, for the same
-reason.
+The kernels and their helpers are `triton.jit` functions: Triton's CPU interpreter runs them only when
+TRITON_INTERPRET=1 is set before triton is first imported (the tests run them in a fresh interpreter for that).
 """
 from __future__ import annotations
 
@@ -46,6 +45,141 @@ _MIN = tl.standard._elementwise_min
 _ARGMAX = tl.standard._argmax_combine_tie_break_left  # (value, index): the first maximum
 
 
+@triton.jit
+def _ordered_key(x):
+    """float32 -> int64 key with the floats' order (-0.0 mapped to 0.0): the threshold searches run over keys."""
+    bits = x.to(tl.int32, bitcast=True)
+    return tl.where(x == 0.0, 0, tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)).to(tl.int64)
+
+
+@triton.jit
+def _scaled(base, idx, mask, scale):
+    """The row's logits at idx (-inf where masked) over the temperature scale, float32, rounded to nearest."""
+    raw = tl.load(base + idx, mask=mask, other=float("-inf")).to(tl.float32)
+    return tl.math.div_rn(raw, scale)
+
+
+@triton.jit
+def _row_stats(base, start, stop, V, scale, BLOCK: tl.constexpr):
+    """Logits [start, stop) of a row -> (raw max, its first index, online softmax normaliser of the scaled logits
+    relative to the scaled max). NaN or +inf logits make the normaliser NaN."""
+    offs = tl.arange(0, BLOCK)
+    neg_inf = float("-inf")
+    mraw = tl.full([], neg_inf, tl.float32)
+    amax = tl.full([], 0, tl.int32)
+    z = tl.full([], 0, tl.float32)
+    for b in range(start, stop, BLOCK):
+        idx = b + offs
+        raw = tl.load(base + idx, mask=idx < V, other=neg_inf).to(tl.float32)
+        bmax, barg = tl.reduce((raw, offs), 0, _ARGMAX)
+        amax = tl.where(bmax > mraw, b + barg, amax)
+        mnew = tl.maximum(mraw, bmax)
+        ref_old = tl.math.div_rn(mraw, scale)
+        ref_new = tl.math.div_rn(mnew, scale)
+        ref_new = tl.where(ref_new == neg_inf, 0.0, ref_new)
+        x = tl.math.div_rn(raw, scale)
+        z = z * tl.exp(ref_old - ref_new) + tl.reduce(tl.exp(x - ref_new), 0, _SUM)
+        mraw = mnew
+    return mraw, amax, z
+
+
+@triton.jit
+def _threshold_key(base, V, scale, m, thr, lo, hi, bound, WEIGHTED: tl.constexpr, SEARCH_BLOCK: tl.constexpr,
+                   NPROBE: tl.constexpr):
+    """Smallest key t in (lo, hi] with G(t) < bound, where G(t) sums, over the tokens with key > t among those kept
+    by `thr`, 1 (top-k) or, WEIGHTED, exp(x - m) (top-p). Each pass over the row evaluates NPROBE candidates."""
+    soffs = tl.arange(0, SEARCH_BLOCK)
+    jj = tl.arange(0, NPROBE).to(tl.int64)
+    while hi - lo > 1:
+        probes = lo + ((hi - lo) * (jj + 1)) // (NPROBE + 1)
+        G = tl.full([NPROBE], 0.0, tl.float32)
+        for start in range(0, V, SEARCH_BLOCK):
+            idx = start + soffs
+            valid = idx < V
+            x = _scaled(base, idx, valid, scale)
+            key = _ordered_key(x)
+            kept = valid & (key >= thr)
+            if WEIGHTED:
+                w = tl.where(kept, tl.exp(x - m), 0.0)
+            else:
+                w = tl.where(kept, 1.0, 0.0)
+            G += tl.reduce(tl.where(key[None, :] > probes[:, None], w[None, :], 0.0), 1, _SUM)
+        ok = G < bound
+        new_hi = tl.reduce(tl.where(ok, probes, hi), 0, _MIN)
+        new_lo = tl.reduce(tl.where(ok, lo, probes), 0, _MAX)
+        hi = new_hi
+        lo = new_lo
+    return hi
+
+
+@triton.jit
+def _kept_mass(base, V, scale, m, thr, BLOCK: tl.constexpr):
+    """sum of exp(x - m) over the tokens with key >= thr: the normaliser after a top-k / top-p cut."""
+    offs = tl.arange(0, BLOCK)
+    z = tl.full([], 0, tl.float32)
+    for start in range(0, V, BLOCK):
+        idx = start + offs
+        valid = idx < V
+        x = _scaled(base, idx, valid, scale)
+        z += tl.reduce(tl.where(valid & (_ordered_key(x) >= thr), tl.exp(x - m), 0.0), 0, _SUM)
+    return z
+
+
+@triton.jit
+def _masses(base, idx, end, load_limit, scale, m, thr, greedy, amax):
+    """Unnormalised processed probabilities of the tokens idx (< end): exp(x - m) where kept by thr; greedy rows
+    one-hot at amax (their logits are not read: load_limit 0)."""
+    x = _scaled(base, idx, (idx < end) & (idx < load_limit), scale)
+    e = tl.where((idx < end) & (_ordered_key(x) >= thr), tl.exp(x - m), 0.0)
+    return tl.where(greedy, tl.where(idx == amax, 1.0, 0.0), e)
+
+
+@triton.jit
+def _walk_to_u(base, start, end, load_limit, scale, m, thr, greedy, amax, run, r, u, V, probs_row,
+               WRITE_PROBS: tl.constexpr, BLOCK: tl.constexpr):
+    """The CDF walk in token-id order over [start, end), from the mass `run` before start: cn(i) = C(i) / Z with
+    C the running cumsum -> (first nonzero token with cn > u, or V; last nonzero token seen, or -1). With
+    WRITE_PROBS it goes on to the end, writing the probabilities to probs_row."""
+    offs = tl.arange(0, BLOCK)
+    found = tl.full([], V, tl.int32)
+    lastpos = tl.full([], -1, tl.int32)
+    while (start < end) & ((found == V) | WRITE_PROBS):
+        idx = start + offs
+        e = _masses(base, idx, end, load_limit, scale, m, thr, greedy, amax)
+        cn = (run + tl.associative_scan(e, 0, _SUM)) * r
+        pos = e > 0.0
+        found = tl.minimum(found, tl.reduce(tl.where(pos & (cn > u), idx, V), 0, _MIN))
+        lastpos = tl.maximum(lastpos, tl.reduce(tl.where(pos, idx, -1), 0, _MAX))
+        if WRITE_PROBS:
+            tl.store(probs_row + idx, e * r, mask=idx < end)
+        run += tl.reduce(e, 0, _SUM)
+        start += BLOCK
+    return found, lastpos
+
+
+@triton.jit
+def _walk_to_token(base, start, end, load_limit, scale, m, thr, greedy, amax, run, r, t, left,
+                   BLOCK: tl.constexpr):
+    """The same walk up to token t -> (left end of t's interval: the largest cn of a nonzero token before t, from
+    `left`; cn(t); last nonzero token seen). Stops once a nonzero token beyond t was seen: t is then not the last
+    one, and every token up to t is done."""
+    offs = tl.arange(0, BLOCK)
+    cn_t = tl.full([], 0, tl.float32)
+    lastpos = tl.full([], -1, tl.int32)
+    while (start < end) & (lastpos <= t):
+        idx = start + offs
+        e = _masses(base, idx, end, load_limit, scale, m, thr, greedy, amax)
+        cn = (run + tl.associative_scan(e, 0, _SUM)) * r
+        pos = e > 0.0
+        left = tl.maximum(left, tl.reduce(tl.where(pos & (idx < t), cn, 0.0), 0, _MAX))
+        cn_t += tl.reduce(tl.where(idx == t, cn, 0.0), 0, _SUM)
+        lastpos = tl.maximum(lastpos, tl.reduce(tl.where(pos, idx, -1), 0, _MAX))
+        run += tl.reduce(e, 0, _SUM)
+        start += BLOCK
+    return left, cn_t, lastpos
+
+
+@triton.jit
 def _sample_kernel(logits_ptr, stride_row, temp_ptr, topk_ptr, topp_ptr, u_ptr, tok_in_ptr,
                    tok_out_ptr, a_out_ptr, b_out_ptr, probs_ptr, probs_stride, V,
                    HAS_TOP_K: tl.constexpr, HAS_TOP_P: tl.constexpr, MODE: tl.constexpr,
@@ -55,34 +189,15 @@ def _sample_kernel(logits_ptr, stride_row, temp_ptr, topk_ptr, topp_ptr, u_ptr, 
     MODE 1 (interval): token (tok_in) -> left (a_out), right (b_out)."""
     row = tl.program_id(0).to(tl.int64)
     base = logits_ptr + row * stride_row
-    offs = tl.arange(0, BLOCK)
-    soffs = tl.arange(0, SEARCH_BLOCK)
-    jj = tl.arange(0, NPROBE).to(tl.int64)
     temp = tl.load(temp_ptr + row).to(tl.float32)
     greedy = temp <= 0.0
     scale = tl.where(greedy, 1.0, temp)
     neg_inf = float("-inf")
 
-    # Pass 1: raw max and its first index, online normaliser of the scaled logits (NaN or +inf make it NaN).
-    mraw = tl.full([], neg_inf, tl.float32)
-    amax = tl.full([], 0, tl.int32)
-    z = tl.full([], 0, tl.float32)
-    for start in range(0, V, BLOCK):
-        idx = start + offs
-        raw = tl.load(base + idx, mask=idx < V, other=neg_inf).to(tl.float32)
-        bmax, barg = tl.reduce((raw, offs), 0, _ARGMAX)
-        amax = tl.where(bmax > mraw, start + barg, amax)
-        mnew = tl.maximum(mraw, bmax)
-        ref_old = tl.math.div_rn(mraw, scale)
-        ref_new = tl.math.div_rn(mnew, scale)
-        ref_new = tl.where(ref_new == neg_inf, 0.0, ref_new)
-        x = tl.math.div_rn(raw, scale)
-        z = z * tl.exp(ref_old - ref_new) + tl.reduce(tl.exp(x - ref_new), 0, _SUM)
-        mraw = mnew
+    mraw, amax, z = _row_stats(base, 0, V, V, scale, BLOCK)
     bad = (z != z) | (mraw == neg_inf)
     m = tl.math.div_rn(mraw, scale)
-    mbits = m.to(tl.int32, bitcast=True)
-    mkey = tl.where(m == 0.0, 0, tl.where(mbits >= 0, mbits, mbits ^ 0x7FFFFFFF)).to(tl.int64)
+    mkey = _ordered_key(m)
     stochastic = (greedy == 0) & (bad == 0)
     thr = tl.full([], KEY_BELOW_ALL, tl.int64)
 
@@ -90,137 +205,42 @@ def _sample_kernel(logits_ptr, stride_row, temp_ptr, topk_ptr, topp_ptr, u_ptr, 
         k = tl.load(topk_ptr + row).to(tl.int64)
         if stochastic & (k > 0) & (k < V):
             # Smallest key t with #{key_j > t} < k: every key >= t is kept.
-            lo = tl.full([], KEY_BELOW_ALL, tl.int64)
-            hi = mkey
-            bound = k.to(tl.float32)
-            while hi - lo > 1:
-                probes = lo + ((hi - lo) * (jj + 1)) // (NPROBE + 1)
-                G = tl.full([NPROBE], 0.0, tl.float32)
-                for start in range(0, V, SEARCH_BLOCK):
-                    idx = start + soffs
-                    valid = idx < V
-                    raw = tl.load(base + idx, mask=valid, other=neg_inf).to(tl.float32)
-                    x = tl.math.div_rn(raw, scale)
-                    bits = x.to(tl.int32, bitcast=True)
-                    key = tl.where(x == 0.0, 0, tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)).to(tl.int64)
-                    w = tl.where(valid, 1.0, 0.0)
-                    G += tl.reduce(tl.where(key[None, :] > probes[:, None], w[None, :], 0.0), 1, _SUM)
-                ok = G < bound
-                new_hi = tl.reduce(tl.where(ok, probes, hi), 0, _MIN)
-                new_lo = tl.reduce(tl.where(ok, lo, probes), 0, _MAX)
-                hi = new_hi
-                lo = new_lo
-            thr = hi
-            z = tl.full([], 0, tl.float32)
-            for start in range(0, V, BLOCK):
-                idx = start + offs
-                valid = idx < V
-                raw = tl.load(base + idx, mask=valid, other=neg_inf).to(tl.float32)
-                x = tl.math.div_rn(raw, scale)
-                bits = x.to(tl.int32, bitcast=True)
-                key = tl.where(x == 0.0, 0, tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)).to(tl.int64)
-                z += tl.reduce(tl.where(valid & (key >= thr), tl.exp(x - m), 0.0), 0, _SUM)
+            thr = _threshold_key(base, V, scale, m, thr, tl.full([], KEY_BELOW_ALL, tl.int64), mkey,
+                                 k.to(tl.float32), False, SEARCH_BLOCK, NPROBE)
+            z = _kept_mass(base, V, scale, m, thr, BLOCK)
 
     if HAS_TOP_P:
         p = tl.load(topp_ptr + row).to(tl.float32)
         if stochastic & (p < 1.0):
             # Smallest key t with sum_{key_j > t, kept} exp(x_j - m) < p * Z_k.
-            lo = thr - 1
-            hi = mkey
-            bound = p * z
-            while hi - lo > 1:
-                probes = lo + ((hi - lo) * (jj + 1)) // (NPROBE + 1)
-                G = tl.full([NPROBE], 0.0, tl.float32)
-                for start in range(0, V, SEARCH_BLOCK):
-                    idx = start + soffs
-                    valid = idx < V
-                    raw = tl.load(base + idx, mask=valid, other=neg_inf).to(tl.float32)
-                    x = tl.math.div_rn(raw, scale)
-                    bits = x.to(tl.int32, bitcast=True)
-                    key = tl.where(x == 0.0, 0, tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)).to(tl.int64)
-                    w = tl.where(valid & (key >= thr), tl.exp(x - m), 0.0)
-                    G += tl.reduce(tl.where(key[None, :] > probes[:, None], w[None, :], 0.0), 1, _SUM)
-                ok = G < bound
-                new_hi = tl.reduce(tl.where(ok, probes, hi), 0, _MIN)
-                new_lo = tl.reduce(tl.where(ok, lo, probes), 0, _MAX)
-                hi = new_hi
-                lo = new_lo
-            thr = hi
-            z = tl.full([], 0, tl.float32)
-            for start in range(0, V, BLOCK):
-                idx = start + offs
-                valid = idx < V
-                raw = tl.load(base + idx, mask=valid, other=neg_inf).to(tl.float32)
-                x = tl.math.div_rn(raw, scale)
-                bits = x.to(tl.int32, bitcast=True)
-                key = tl.where(x == 0.0, 0, tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)).to(tl.int64)
-                z += tl.reduce(tl.where(valid & (key >= thr), tl.exp(x - m), 0.0), 0, _SUM)
+            thr = _threshold_key(base, V, scale, m, thr, thr - 1, mkey, p * z, True, SEARCH_BLOCK, NPROBE)
+            z = _kept_mass(base, V, scale, m, thr, BLOCK)
 
     # Greedy rows: one-hot at the first raw argmax (their logits are not read again).
     z = tl.where(greedy, 1.0, z)
     r = 1.0 / z
     load_limit = tl.where(greedy, 0, V)  # (a scalar & a block mask gives int32 in the interpreter)
     run = tl.full([], 0, tl.float32)
-    lastpos = tl.full([], -1, tl.int32)
     start = tl.full([], 0, tl.int32)
 
     if MODE == 0:
         u = tl.load(u_ptr + row).to(tl.float32)
-        found = tl.full([], V, tl.int32)
-        while (start < V) & ((found == V) | WRITE_PROBS):
-            idx = start + offs
-            valid = idx < V
-            raw = tl.load(base + idx, mask=idx < load_limit, other=neg_inf).to(tl.float32)
-            x = tl.math.div_rn(raw, scale)
-            bits = x.to(tl.int32, bitcast=True)
-            key = tl.where(x == 0.0, 0, tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)).to(tl.int64)
-            e = tl.where(valid & (key >= thr), tl.exp(x - m), 0.0)
-            e = tl.where(greedy, tl.where(idx == amax, 1.0, 0.0), e)
-            cn = (run + tl.associative_scan(e, 0, _SUM)) * r
-            pos = e > 0.0
-            found = tl.minimum(found, tl.reduce(tl.where(pos & (cn > u), idx, V), 0, _MIN))
-            lastpos = tl.maximum(lastpos, tl.reduce(tl.where(pos, idx, -1), 0, _MAX))
-            if WRITE_PROBS:
-                tl.store(probs_ptr + row * probs_stride + idx, e * r, mask=valid)
-            run += tl.reduce(e, 0, _SUM)
-            start += BLOCK
+        found, lastpos = _walk_to_u(base, start, V, load_limit, scale, m, thr, greedy, amax, run, r, u, V,
+                                    probs_ptr + row * probs_stride, WRITE_PROBS, BLOCK)
         tok = tl.where(found < V, found, lastpos)
         # p(token), recomputed from its logit exactly as in the walk.
-        raw_t = tl.load(base + tok, mask=(tok >= 0) & (greedy == 0), other=neg_inf).to(tl.float32)
-        x_t = tl.math.div_rn(raw_t, scale)
-        bits_t = x_t.to(tl.int32, bitcast=True)
-        key_t = tl.where(x_t == 0.0, 0, tl.where(bits_t >= 0, bits_t, bits_t ^ 0x7FFFFFFF)).to(tl.int64)
-        prob = tl.where(greedy, 1.0, tl.where(key_t >= thr, tl.exp(x_t - m), 0.0) * r)
+        x_t = _scaled(base, tok, (tok >= 0) & (greedy == 0), scale)
+        prob = tl.where(greedy, 1.0, tl.where(_ordered_key(x_t) >= thr, tl.exp(x_t - m), 0.0) * r)
         tok = tl.where(bad, -1, tok)
         prob = tl.where(bad, float("nan"), prob)
         tl.store(tok_out_ptr + row, tok.to(tl.int64))
         tl.store(a_out_ptr + row, prob)
     else:
         t = tl.load(tok_in_ptr + row).to(tl.int32)
-        left = tl.full([], 0, tl.float32)
-        cn_t = tl.full([], 0, tl.float32)
-        # Stop once a nonzero token beyond t was seen: t is then not the last one, and all j <= t are done.
-        while (start < V) & (lastpos <= t):
-            idx = start + offs
-            valid = idx < V
-            raw = tl.load(base + idx, mask=idx < load_limit, other=neg_inf).to(tl.float32)
-            x = tl.math.div_rn(raw, scale)
-            bits = x.to(tl.int32, bitcast=True)
-            key = tl.where(x == 0.0, 0, tl.where(bits >= 0, bits, bits ^ 0x7FFFFFFF)).to(tl.int64)
-            e = tl.where(valid & (key >= thr), tl.exp(x - m), 0.0)
-            e = tl.where(greedy, tl.where(idx == amax, 1.0, 0.0), e)
-            cn = (run + tl.associative_scan(e, 0, _SUM)) * r
-            pos = e > 0.0
-            left = tl.maximum(left, tl.reduce(tl.where(pos & (idx < t), cn, 0.0), 0, _MAX))
-            cn_t += tl.reduce(tl.where(idx == t, cn, 0.0), 0, _SUM)
-            lastpos = tl.maximum(lastpos, tl.reduce(tl.where(pos, idx, -1), 0, _MAX))
-            run += tl.reduce(e, 0, _SUM)
-            start += BLOCK
-        raw_t = tl.load(base + t, mask=(greedy == 0) & (t >= 0) & (t < V), other=neg_inf).to(tl.float32)
-        x_t = tl.math.div_rn(raw_t, scale)
-        bits_t = x_t.to(tl.int32, bitcast=True)
-        key_t = tl.where(x_t == 0.0, 0, tl.where(bits_t >= 0, bits_t, bits_t ^ 0x7FFFFFFF)).to(tl.int64)
-        positive = tl.where(greedy, t == amax, (key_t >= thr) & (tl.exp(x_t - m) > 0.0))
+        left, cn_t, lastpos = _walk_to_token(base, start, V, load_limit, scale, m, thr, greedy, amax, run, r, t,
+                                             tl.full([], 0, tl.float32), BLOCK)
+        x_t = _scaled(base, t, (greedy == 0) & (t >= 0) & (t < V), scale)
+        positive = tl.where(greedy, t == amax, (_ordered_key(x_t) >= thr) & (tl.exp(x_t - m) > 0.0))
         left = tl.minimum(left, 1.0)
         right = tl.where(t == lastpos, 1.0, tl.minimum(cn_t, 1.0))
         right = tl.where(positive, tl.maximum(right, left), left)
@@ -233,38 +253,22 @@ def _sample_kernel(logits_ptr, stride_row, temp_ptr, topk_ptr, topp_ptr, u_ptr, 
         tl.store(b_out_ptr + row, right)
 
 
+@triton.jit
 def _split_stats_kernel(logits_ptr, stride_row, temp_ptr, mraw_ptr, arg_ptr, z_ptr, V, S,
                         CHUNK: tl.constexpr, BLOCK: tl.constexpr):
     """Grid (N, S): raw max, its first index and the softmax normaliser (relative to the chunk's own scaled max) of
     chunk s = [s * CHUNK, (s + 1) * CHUNK) of the row, written to [N, S] buffers."""
     row = tl.program_id(0).to(tl.int64)
     s = tl.program_id(1)
-    base = logits_ptr + row * stride_row
-    offs = tl.arange(0, BLOCK)
     temp = tl.load(temp_ptr + row).to(tl.float32)
     scale = tl.where(temp <= 0.0, 1.0, temp)
-    neg_inf = float("-inf")
-    mraw = tl.full([], neg_inf, tl.float32)
-    amax = tl.full([], 0, tl.int32)
-    z = tl.full([], 0, tl.float32)
-    for b in range(0, CHUNK, BLOCK):
-        start = s * CHUNK + b
-        idx = start + offs
-        raw = tl.load(base + idx, mask=idx < V, other=neg_inf).to(tl.float32)
-        bmax, barg = tl.reduce((raw, offs), 0, _ARGMAX)
-        amax = tl.where(bmax > mraw, start + barg, amax)
-        mnew = tl.maximum(mraw, bmax)
-        ref_old = tl.math.div_rn(mraw, scale)
-        ref_new = tl.math.div_rn(mnew, scale)
-        ref_new = tl.where(ref_new == neg_inf, 0.0, ref_new)
-        x = tl.math.div_rn(raw, scale)
-        z = z * tl.exp(ref_old - ref_new) + tl.reduce(tl.exp(x - ref_new), 0, _SUM)
-        mraw = mnew
+    mraw, amax, z = _row_stats(logits_ptr + row * stride_row, s * CHUNK, s * CHUNK + CHUNK, V, scale, BLOCK)
     tl.store(mraw_ptr + row * S + s, mraw)
     tl.store(arg_ptr + row * S + s, amax)
     tl.store(z_ptr + row * S + s, z)
 
 
+@triton.jit
 def _split_walk_kernel(logits_ptr, stride_row, temp_ptr, u_ptr, tok_in_ptr, mraw_ptr, arg_ptr, z_ptr,
                        tok_out_ptr, a_out_ptr, b_out_ptr, probs_ptr, V, S,
                        MODE: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr, S_PAD: tl.constexpr):
@@ -297,17 +301,16 @@ def _split_walk_kernel(logits_ptr, stride_row, temp_ptr, u_ptr, tok_in_ptr, mraw
     upper = cum * r
     last_chunk = tl.reduce(tl.where(mass > 0.0, sidx, -1), 0, _MAX)
     load_limit = tl.where(greedy | bad, 0, V)
+    every = tl.full([], KEY_BELOW_ALL, tl.int64)  # no top-k / top-p cut on this path
 
     if MODE == 2:
         s = tl.program_id(1)
         for b in range(0, CHUNK, BLOCK):
             idx = s * CHUNK + b + offs
-            valid = idx < V
-            raw = tl.load(base + idx, mask=idx < load_limit, other=neg_inf).to(tl.float32)
-            p = tl.exp(tl.math.div_rn(raw, scale) - m) * r
+            p = tl.exp(_scaled(base, idx, idx < load_limit, scale) - m) * r
             p = tl.where(greedy, tl.where(idx == amax, 1.0, 0.0), p)
             p = tl.where(bad, float("nan"), p)
-            tl.store(probs_ptr + row * V + idx, p, mask=valid)
+            tl.store(probs_ptr + row * V + idx, p, mask=idx < V)
     else:
         if MODE == 0:
             u = tl.load(u_ptr + row).to(tl.float32)
@@ -320,44 +323,20 @@ def _split_walk_kernel(logits_ptr, stride_row, temp_ptr, u_ptr, tok_in_ptr, mraw
         run = tl.reduce(tl.where(sidx < s, cum, 0.0), 0, _MAX)
         top = tl.reduce(tl.where(sidx == s, upper, 0.0), 0, _MAX)
         start = s * CHUNK
-        end = tl.minimum(start + CHUNK, V)
-        found = tl.full([], V, tl.int32)
-        lastpos = tl.full([], -1, tl.int32)
+        # greedy and bad rows read no logits: their walk is empty (handled below)
+        end = tl.where(load_limit > 0, tl.minimum(start + CHUNK, V), start)
         if MODE == 0:
-            while (start < end) & (found == V) & (load_limit > 0):
-                idx = start + offs
-                valid = idx < end
-                raw = tl.load(base + idx, mask=valid & (idx < load_limit), other=neg_inf).to(tl.float32)
-                e = tl.exp(tl.math.div_rn(raw, scale) - m)
-                cn = (run + tl.associative_scan(e, 0, _SUM)) * r
-                pos = e > 0.0
-                found = tl.minimum(found, tl.reduce(tl.where(pos & (cn > u), idx, V), 0, _MIN))
-                lastpos = tl.maximum(lastpos, tl.reduce(tl.where(pos, idx, -1), 0, _MAX))
-                run += tl.reduce(e, 0, _SUM)
-                start += BLOCK
+            found, lastpos = _walk_to_u(base, start, end, load_limit, scale, m, every, greedy, amax, run, r, u, V,
+                                        probs_ptr, False, BLOCK)
             tok = tl.where(found < V, found, tl.where(lastpos >= 0, lastpos, amax))
             tok = tl.where(greedy, amax, tok)
-            raw_t = tl.load(base + tok, mask=(greedy == 0) & (bad == 0), other=neg_inf).to(tl.float32)
-            prob = tl.where(greedy, 1.0, tl.exp(tl.math.div_rn(raw_t, scale) - m) * r)
+            prob = tl.where(greedy, 1.0, tl.exp(_scaled(base, tok, (greedy == 0) & (bad == 0), scale) - m) * r)
             tl.store(tok_out_ptr + row, tl.where(bad, -1, tok).to(tl.int64))
             tl.store(a_out_ptr + row, tl.where(bad, float("nan"), prob))
         else:
-            left = lower
-            cn_t = tl.full([], 0, tl.float32)
-            while (start < end) & (lastpos <= t) & (load_limit > 0):
-                idx = start + offs
-                valid = idx < end
-                raw = tl.load(base + idx, mask=valid & (idx < load_limit), other=neg_inf).to(tl.float32)
-                e = tl.exp(tl.math.div_rn(raw, scale) - m)
-                cn = (run + tl.associative_scan(e, 0, _SUM)) * r
-                pos = e > 0.0
-                left = tl.maximum(left, tl.reduce(tl.where(pos & (idx < t), cn, 0.0), 0, _MAX))
-                cn_t += tl.reduce(tl.where(idx == t, cn, 0.0), 0, _SUM)
-                lastpos = tl.maximum(lastpos, tl.reduce(tl.where(pos, idx, -1), 0, _MAX))
-                run += tl.reduce(e, 0, _SUM)
-                start += BLOCK
-            raw_t = tl.load(base + t, mask=(greedy == 0) & (bad == 0), other=neg_inf).to(tl.float32)
-            positive = tl.exp(tl.math.div_rn(raw_t, scale) - m) > 0.0
+            left, cn_t, lastpos = _walk_to_token(base, start, end, load_limit, scale, m, every, greedy, amax, run, r,
+                                                 t, lower, BLOCK)
+            positive = tl.exp(_scaled(base, t, (greedy == 0) & (bad == 0), scale) - m) > 0.0
             right = tl.where(t == lastpos, tl.where(s == last_chunk, 1.0, top), tl.minimum(cn_t, top))
             left = tl.minimum(left, 1.0)
             right = tl.where(positive, tl.maximum(tl.minimum(right, 1.0), left), left)
@@ -371,6 +350,7 @@ def _split_walk_kernel(logits_ptr, stride_row, temp_ptr, u_ptr, tok_in_ptr, mraw
             tl.store(b_out_ptr + row, tl.where(bad, float("nan"), right))
 
 
+@triton.jit
 def _cp_kernel(logw_ptr, logw_s0, logw_s1, comp_ptr, comp_s0, comp_s1, comp_s2, tok_ptr,
                next_ptr, next_s0, next_s1, next_s2, out_logw_ptr, q_ptr, q_stride, R, V,
                UPDATE: tl.constexpr, R_PAD: tl.constexpr, BLOCK: tl.constexpr):
@@ -398,6 +378,7 @@ def _cp_kernel(logw_ptr, logw_s0, logw_s1, comp_ptr, comp_s0, comp_s1, comp_s2, 
     tl.store(q_ptr + row * q_stride + offs, q, mask=vmask)
 
 
+@triton.jit
 def _u_features_kernel(u_ptr, out_ptr, n, KIND: tl.constexpr, NF: tl.constexpr, BLOCK: tl.constexpr):
     """out[i, j] = bit j of float32 u[i] (KIND 0) or cos((j + 1) pi u[i]) (KIND 1)."""
     rows = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
@@ -413,18 +394,8 @@ def _u_features_kernel(u_ptr, out_ptr, n, KIND: tl.constexpr, NF: tl.constexpr, 
     tl.store(out_ptr + rows[:, None].to(tl.int64) * NF + j[None, :], f, mask=rmask[:, None])
 
 
-_JITTED: dict = {}
-
-
 def interpreting() -> bool:
     return bool(triton.knobs.runtime.interpret)
-
-
-def _jit(fn):
-    key = (fn.__name__, interpreting())
-    if key not in _JITTED:
-        _JITTED[key] = triton.jit(fn)
-    return _JITTED[key]
 
 
 def _next_pow2(n: int) -> int:
@@ -479,7 +450,7 @@ def _sample(logits, temperature, top_k, top_p, u, tokens, mode, write_probs, blo
     if N > 0 and top_k is None and top_p is None:
         _sample_chunked(logits, temperature, u_t, tok_in, tok_out, a_out, b_out, probs, mode, write_probs, cfg)
     elif N > 0:
-        _jit(_sample_kernel)[(N,)](
+        _sample_kernel[(N,)](
             logits, logits.stride(0), temperature, topk_t, topp_t, u_t, tok_in,
             tok_out, a_out, b_out, probs, V if write_probs else 0, V,
             HAS_TOP_K=top_k is not None, HAS_TOP_P=top_p is not None, MODE=mode, WRITE_PROBS=write_probs,
@@ -499,9 +470,9 @@ def _sample_chunked(logits, temperature, u, tok_in, tok_out, a_out, b_out, probs
     mraw = torch.empty(N, S, device=logits.device, dtype=torch.float32)
     arg = torch.empty(N, S, device=logits.device, dtype=torch.int32)
     z = torch.empty(N, S, device=logits.device, dtype=torch.float32)
-    _jit(_split_stats_kernel)[(N, S)](logits, logits.stride(0), temperature, mraw, arg, z, V, S,
+    _split_stats_kernel[(N, S)](logits, logits.stride(0), temperature, mraw, arg, z, V, S,
                                       CHUNK=chunk, BLOCK=block, num_warps=4, enable_fp_fusion=False)
-    walk = _jit(_split_walk_kernel)
+    walk = _split_walk_kernel
     args = (logits, logits.stride(0), temperature, u, tok_in, mraw, arg, z, tok_out, a_out, b_out, probs, V, S)
     meta = {"CHUNK": chunk, "BLOCK": block, "S_PAD": max(2, _next_pow2(S)), "num_warps": 4, "enable_fp_fusion": False}
     walk[(N,)](*args, MODE=mode, **meta)
@@ -558,7 +529,7 @@ def cp_posterior(log_weights: torch.Tensor, component_log_probs: torch.Tensor | 
     comp = component_log_probs if update else nxt
     tok = tokens.to(device=dev, dtype=torch.int64).contiguous() if update else out_lw
     if N > 0:
-        _jit(_cp_kernel)[(N, triton.cdiv(V, block))](
+        _cp_kernel[(N, triton.cdiv(V, block))](
             lw, lw.stride(0), lw.stride(1), comp, comp.stride(0), comp.stride(1), comp.stride(2), tok,
             nxt, nxt.stride(0), nxt.stride(1), nxt.stride(2), out_lw, q, V, R, V,
             UPDATE=update, R_PAD=r_pad, BLOCK=block, num_warps=warps)
@@ -582,6 +553,6 @@ def u_features(u: torch.Tensor, kind: str = "binary", n: int = 32) -> torch.Tens
     out = torch.empty(flat.numel(), nf, device=u.device, dtype=torch.float32)
     block = 64
     if flat.numel():
-        _jit(_u_features_kernel)[(triton.cdiv(flat.numel(), block),)](
+        _u_features_kernel[(triton.cdiv(flat.numel(), block),)](
             flat, out, flat.numel(), KIND=0 if kind == "binary" else 1, NF=nf, BLOCK=block)
     return out[:, :n].reshape(*u.shape, n)

@@ -1,9 +1,8 @@
 """The sampling kernels against their torch references; the references against their contract.
 
-The Triton kernels run under Triton's CPU interpreter. `vllm_ptp.kernels.triton_sampling` turns its kernels into
-jit objects on first use, keyed by TRITON_INTERPRET as it is then, so the `T` fixture only has to set the variable
-(for this module's tests, restored afterwards): it works alone and in the full suite, where other modules import
-triton (and vLLM its own kernels) first, without leaking the interpreter into them.
+The Triton kernels run under Triton's CPU interpreter, which needs TRITON_INTERPRET=1 before triton is first imported
+(in the full suite vLLM imports it early): the tests that use the kernels (fixture `T`) run in a fresh interpreter,
+started by test_triton_kernels_in_the_interpreter with that variable set; in the calling process they are skipped.
 
 Tolerance. Kernel and reference accumulate the CDF in different orders (the interpreter's float32 block cumsum vs
 torch's double-accumulated cumsum), so a token may differ where u lies within rounding of a CDF boundary. TOL = 2e-5
@@ -19,6 +18,7 @@ import os
 import subprocess
 import sys
 from itertools import product
+from pathlib import Path
 
 import pytest
 import torch
@@ -77,11 +77,34 @@ def T():
         assert not triton_sampling.interpreting()
         yield OnDevice(triton_sampling, TEST_DEVICE)
         return
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("TRITON_INTERPRET", "1")
-        from vllm_ptp.kernels import triton_sampling
-        assert triton_sampling.interpreting()
-        yield OnDevice(triton_sampling, TEST_DEVICE)
+    if not INTERPRETED:
+        pytest.skip("runs in a fresh interpreter with TRITON_INTERPRET=1 (test_triton_kernels_in_the_interpreter)")
+    from vllm_ptp.kernels import triton_sampling
+    assert triton_sampling.interpreting()
+    yield OnDevice(triton_sampling, TEST_DEVICE)
+
+
+INTERPRETED = os.environ.get("TRITON_INTERPRET") == "1"
+in_the_calling_process = pytest.mark.skipif(INTERPRETED or TEST_DEVICE.type == "cuda" or not HAVE_TRITON,
+                                            reason="starts the interpreted run (CPU, triton installed)")
+
+
+def run_interpreted(marker: str) -> None:
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marker,
+                           str(Path(__file__).resolve())], cwd=Path(__file__).parent, capture_output=True, text=True,
+                          timeout=1800, env=dict(os.environ, TRITON_INTERPRET="1"))
+    assert proc.returncode == 0 and " passed" in proc.stdout, proc.stdout[-6000:] + proc.stderr[-2000:]
+
+
+@in_the_calling_process
+def test_triton_kernels_in_the_interpreter():
+    run_interpreted("not slow")
+
+
+@in_the_calling_process
+@pytest.mark.slow
+def test_triton_kernels_in_the_interpreter_slow_cases():
+    run_interpreted("slow")
 
 
 def rows(N, V, dtype, combos=COMBOS, seed=0, scale=2.0):

@@ -368,6 +368,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     a = parser.parse_args(argv)
     a.command_line = "vllm-ptp " + shlex.join(argv)
+    if a.command == "train":
+        # under torchrun: one process per device, DistributedDataParallel (vllm_ptp.training.distributed)
+        from vllm_ptp.training.distributed import start_from_environment
+        start_from_environment(a.device)
     a.func(a)
 
 

@@ -1,6 +1,7 @@
 """What training every draft shares: the arguments, the frozen target head, resumable training state, the loop."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import time
@@ -14,6 +15,7 @@ from safetensors.torch import load_file, save_file
 from tqdm import tqdm
 
 from vllm_ptp.models.checkpoint import embedding_fingerprint
+from vllm_ptp.training import distributed
 
 
 @dataclass
@@ -104,26 +106,36 @@ def run_steps(out: Path, model: torch.nn.Module, trainable: list[torch.nn.Parame
               evaluate: Callable[[], dict], at_save: Callable[[int, dict], float | None] | None = None,
               best: float | None = None) -> int:
     """The training loop of every draft. From `step` to args.steps: a generator seeded by the step (so a resumed run
-    draws what the straight run drew), `train_step(steps done after it, g)` -> (loss, fields for the log), one clipped AdamW step. Every
-    args.save_every steps and at the end, a log record {step, those fields, evaluate(), seconds} (`at_save(step,
-    record)` may add to it and returns the best score so far, kept in the state from `best` on) and the training
-    state. Stops early, with its state
-    saved, after args.max_hours. -> the step reached."""
-    with open(out / "train_log.jsonl", "a") as log, tqdm(total=args.steps, initial=step, desc=desc) as bar:
-        if step == 0:
+    draws what the straight run drew), `train_step(steps done after it, g)` -> (loss, fields for the log), one
+    clipped AdamW step. Every args.save_every steps and at the end, a log record {step, those fields, evaluate(),
+    seconds} (`at_save(step, record)` may add to it and returns the best score so far, kept in the state from `best`
+    on) and the training state. Stops early, with its state saved, after args.max_hours. -> the step reached.
+
+    Under torchrun (vllm_ptp.training.distributed) the step runs through DistributedDataParallel; rank 0 alone
+    evaluates, logs and saves."""
+    main = distributed.is_main()
+    step_fn = train_step
+    if distributed.rank_and_size()[1] > 1:
+        step_fn = torch.nn.parallel.DistributedDataParallel(distributed.StepModule(model, train_step))
+    with contextlib.ExitStack() as stack:
+        log = stack.enter_context(open(out / "train_log.jsonl", "a")) if main else None
+        bar = stack.enter_context(tqdm(total=args.steps, initial=step, desc=desc, disable=not main))
+        if step == 0 and main:
             log.write(json.dumps({"step": 0, **evaluate()}) + "\n")
         started = time.time()
         while step < args.steps:
-            if args.max_hours is not None and time.time() - started > args.max_hours * 3600:
-                save_state(out, model, optimizer, schedule, step, best)
+            out_of_time = args.max_hours is not None and time.time() - started > args.max_hours * 3600
+            if distributed.agree(out_of_time):
+                if main:
+                    save_state(out, model, optimizer, schedule, step, best)
                 break
             model.train()
-            loss, fields = train_step(step + 1, torch.Generator().manual_seed(args.seed * 1_000_003 + step))
+            loss, fields = step_fn(step + 1, torch.Generator().manual_seed(args.seed * 1_000_003 + step))
             optimizer_step(loss, trainable, optimizer, schedule)
             step += 1
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.3f}")
-            if step % args.save_every == 0 or step == args.steps:
+            if (step % args.save_every == 0 or step == args.steps) and main:
                 model.eval()
                 record = {"step": step, **fields, **evaluate(), "seconds": round(time.time() - started, 1)}
                 if at_save is not None:
@@ -131,4 +143,5 @@ def run_steps(out: Path, model: torch.nn.Module, trainable: list[torch.nn.Parame
                 log.write(json.dumps(record) + "\n")
                 log.flush()
                 save_state(out, model, optimizer, schedule, step, best)
+    distributed.barrier()
     return step

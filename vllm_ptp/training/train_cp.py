@@ -9,6 +9,7 @@ import torch
 from vllm_ptp.models.checkpoint import save_checkpoint
 from vllm_ptp.models.cp_config import CPConfig
 from vllm_ptp.models.cp_heads import CPHeads, joint_log_likelihood, load_balancing_loss
+from vllm_ptp.training import distributed
 from vllm_ptp.training.common import TrainArgs, load_target_head, make_optimizer, resume, run_steps
 from vllm_ptp.training.teacher import load_teacher_data
 
@@ -65,18 +66,18 @@ def train_cp(args: CPTrainArgs) -> Path:
                 labels[indices].to(device), in_sequence[indices].to(device))
 
     def train_step(done: int, g: torch.Generator):
-        idx = train_idx[torch.randint(len(train_idx), (args.batch_size,), generator=g)]
+        idx = train_idx[distributed.share(torch.randint(len(train_idx), (args.batch_size,), generator=g))]
         hidden, last, lab, mask = batch(idx)
         log_w, logits = heads(hidden, last)
         ll, resp = joint_log_likelihood(log_w, logits, lab, mask)
-        nll = -ll.sum() / mask.sum().clamp(min=1)
-        balance = load_balancing_loss(log_w, resp)
+        nll = -ll.sum() / distributed.global_count(mask.sum()).clamp(min=1)
+        balance = load_balancing_loss(log_w, resp)  # (under DDP: of each process's share, a regulariser)
         return nll + args.balance_weight * balance, {"train_nll_per_token": nll.item(), "balance": balance.item()}
 
     step = run_steps(out, heads, trainable, optimizer, schedule, args, step, f"train cp r={args.rank} n={args.heads}",
                      train_step, lambda: evaluate(heads, batch(eval_idx)))
-    if step < args.steps:
-        return out  # stopped by max_hours: the same command resumes
+    if step < args.steps or not distributed.is_main():
+        return out  # stopped by max_hours (the same command resumes), or not the process that writes
     final = evaluate(heads, batch(eval_idx))
     card = model_card(args, config, final, coverage, N)
     shipped = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in heads.state_dict().items()}

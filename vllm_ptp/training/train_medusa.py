@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from vllm_ptp.models.checkpoint import save_checkpoint
 from vllm_ptp.models.medusa_config import MedusaConfig
 from vllm_ptp.models.medusa_heads import MedusaHeads
+from vllm_ptp.training import distributed
 from vllm_ptp.training.common import TrainArgs, load_target_head, make_optimizer, resume, run_steps
 from vllm_ptp.training.ptp_data import PTPTeacherData, load_ptp_teacher_data
 
@@ -119,17 +120,17 @@ def train_medusa(args: MedusaTrainArgs) -> Path:
     step = resume(out, heads, optimizer, schedule)
 
     def train_step(done: int, g: torch.Generator):
-        idx = torch.randint(len(train.positions), (args.batch_size,), generator=g)
+        idx = distributed.share(torch.randint(len(train.positions), (args.batch_size,), generator=g))
         labels = train.labels[idx].to(device)
         labels = torch.where(labels >= 0, to_vocab[labels.clamp(min=0)], labels)
         per = head_losses(heads, final, train.positions[idx].to(device), labels, args.loss, rows)
-        per_head = per.sum(0) / (labels >= 0).sum(0).clamp(min=1)
+        per_head = per.sum(0) / distributed.global_count((labels >= 0).sum(0)).clamp(min=1)
         return per_head.mean(), {"train_loss_per_head": [round(x, 3) for x in per_head.tolist()]}
 
     step = run_steps(out, heads, trainable, optimizer, schedule, args, step, f"train medusa {args.heads} heads",
                      train_step, lambda: evaluate(heads, final, held_out, device))
-    if step < args.steps:
-        return out  # stopped by max_hours: the same command resumes
+    if step < args.steps or not distributed.is_main():
+        return out  # stopped by max_hours (the same command resumes), or not the process that writes
     final_eval = evaluate(heads, final, held_out, device)
     shipped = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in heads.state_dict().items()}
     save_checkpoint(out, config.to_json(), shipped,

@@ -25,6 +25,7 @@ from vllm_ptp.models.checkpoint import CheckpointError, load_matching_weights, s
 from vllm_ptp.models.ptp_config import PEAGLE_TYPE, PTP_TYPE, U_EMBEDDINGS, PTPConfig
 from vllm_ptp.models.ptp_draft import PTPDraft
 from vllm_ptp.training.acceptance import draft_acceptance, teacher_sequences
+from vllm_ptp.training import distributed
 from vllm_ptp.training.common import STATE_DIR, TrainArgs, load_target_head, make_optimizer, resume, run_steps
 from vllm_ptp.training.ptp_data import PTPTeacherData, load_ptp_teacher_data
 
@@ -326,9 +327,12 @@ def train_slot_draft(args: SlotTrainArgs, config_fields: dict, states, card, des
     acceptance_data = held_out_acceptance_data(args, config)
 
     def train_step(done: int, g: torch.Generator):
-        batch = examples.batch(train_seq[torch.randint(len(train_seq), (args.batch_size,), generator=g)], g, device)
+        chosen = train_seq[distributed.share(torch.randint(len(train_seq), (args.batch_size,), generator=g))]
+        batch = examples.batch(chosen, g, device)
         loss, per_slot, _, count = losses(model, batch, states(model, batch, teacher_head, g, False), teacher_head,
                                           args)
+        weight = (args.gamma ** torch.arange(len(count), device=count.device) * count).sum()
+        loss = loss * weight / distributed.global_count(weight).clamp(min=1e-6)  # DDP: the whole batch's mean
         return loss, {"epochs": round(done * args.batch_size / len(train_seq), 3),
                       "anchors_seen": done * args.batch_size * args.anchors,
                       "train_loss": round(loss.item(), 4),
@@ -350,7 +354,7 @@ def train_slot_draft(args: SlotTrainArgs, config_fields: dict, states, card, des
 
     step = run_steps(out, model, trainable, optimizer, schedule, args, step, desc, train_step,
                      lambda: evaluate(model, examples, eval_seq, teacher_head, args, device, states), at_save, best)
-    if acceptance_data is None and step >= args.steps:
+    if acceptance_data is None and step >= args.steps and distributed.is_main():
         final = evaluate(model, examples, eval_seq, teacher_head, args, device, states)
         export(out, model, config, card(args, config, {**final, "step": step}, coverage, data))
     return out
