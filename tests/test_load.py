@@ -25,6 +25,8 @@ def test_load_without_and_with_a_ptp_draft(tiny_target, tiny_ptp, tmp_path):
         assert run["requests"] == SETTINGS.requests
         assert run["failures"] == 0, run["failure_examples"]
         assert 0 < run["latency_p50_s"] <= run["latency_p99_s"] <= run["latency_max_s"]
+        assert 0 < run["ttft_p50_s"] <= run["ttft_p99_s"] <= run["latency_max_s"]
+        assert 0 < run["tpot_p50_s"] <= run["tpot_p99_s"] and 0 < run["itl_p50_s"] <= run["itl_p99_s"]
         assert run["requests_per_second"] > 0 and run["output_tokens"] > 0
         assert 0 < run["rss_after_warmup_mb"] <= run["rss_peak_mb"]
         assert run["rss_growth_mb"] <= SETTINGS.rss_growth_mb
@@ -36,7 +38,7 @@ def test_load_without_and_with_a_ptp_draft(tiny_target, tiny_ptp, tmp_path):
     assert none["spec_drafts"] == 0 and none["acceptance_length"] is None
     assert draft["spec_drafts"] > 0 and len(draft["spec_accepted_per_position"]) == 4
     table = (tmp_path / "load.md").read_text()
-    assert f"| | none | {tiny_ptp.name} |" in table and "latency p99 (s)" in table
+    assert f"| | none | {tiny_ptp.name} |" in table and "latency p99 (s)" in table and "TPOT p50 / p99 (ms)" in table
 
 
 def test_percentile_is_nearest_rank():

@@ -1,23 +1,27 @@
 """Load test of the OpenAI-compatible server: many concurrent completions without and with a draft.
 
 For each configuration a fresh server (vllm_ptp.bench.server.openai_server) gets warm-up requests, then `requests`
-completions from `concurrency` threads over a mix of prompts, greedy and seeded sampled ones. Recorded: failures,
-latency percentiles, throughput, and the resident memory of the server's process tree (the API server plus vLLM's
-engine-core child) after warm-up, at its peak and at the end. The client is the standard library only.
+streamed completions from `concurrency` concurrent clients over a mix of prompts, greedy and seeded sampled ones,
+sent by `vllm bench serve`'s own request function. Recorded: failures, end-to-end latency, time to first token (TTFT),
+time per output token after the first (TPOT) and inter-token latency (ITL) percentiles, throughput, and the resident
+memory (psutil) of the server's process tree (the API server plus vLLM's engine-core child) after warm-up, at its
+peak and at the end. Speculative decoding changes TPOT and ITL (several tokens per step arrive together) more than
+TTFT.
 """
 from __future__ import annotations
 
+import asyncio
 import json
 import math
 import os
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from vllm_ptp.bench.server import (Server, accepted_per_position, get_text, is_healthy, metric_total, openai_server,
-                                   post_json)
+import psutil
+
+from vllm_ptp.bench.server import Server, accepted_per_position, get_text, is_healthy, metric_total, openai_server
 from vllm_ptp.engine_settings import EngineSettings
 from vllm_ptp.onednn_cache import CAPACITY, CAPACITY_VARIABLE
 
@@ -68,6 +72,12 @@ class LoadRun:
     latency_p50_s: float
     latency_p99_s: float
     latency_max_s: float
+    ttft_p50_s: float
+    ttft_p99_s: float
+    tpot_p50_s: float
+    tpot_p99_s: float
+    itl_p50_s: float
+    itl_p99_s: float
     rss_after_warmup_mb: float
     rss_peak_mb: float
     rss_end_mb: float
@@ -93,60 +103,45 @@ class RequestResult:
     seconds: float
     output_tokens: int = 0
     error: str = ""
+    ttft: float = 0.0  # seconds to the first streamed token
+    itl: list[float] = field(default_factory=list)  # seconds between streamed chunks
+
+    @property
+    def tpot(self) -> float | None:
+        """Seconds per output token after the first (None for a single token)."""
+        return (self.seconds - self.ttft) / (self.output_tokens - 1) if self.output_tokens > 1 else None
 
 
 # ----------------------------------------------------------------------------- memory
 
-def process_tree(root_pid: int) -> list[int]:
-    """root_pid and all its descendants, from the parent ids in /proc/*/stat."""
-    children: dict[int, list[int]] = {}
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            parent = _parent_pid(int(entry.name))
-            if parent is not None:
-                children.setdefault(parent, []).append(int(entry.name))
-    tree, pending = [], [root_pid]
-    while pending:
-        pid = pending.pop()
-        tree.append(pid)
-        pending += children.get(pid, [])
-    return tree
-
-
-def _parent_pid(pid: int) -> int | None:
+def _tree(root_pid: int) -> list[psutil.Process]:
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:  # the process ended while we looked
-        return None
-    # the command name (field 2) may hold spaces and parentheses: the fields after it start past the last ')'
-    return int(stat[stat.rindex(")") + 2:].split()[1])
+        root = psutil.Process(root_pid)
+        return [root, *root.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
 
 
-def rss_mb(pid: int) -> float:
-    """VmRSS of one process in MiB (0 if it is gone)."""
+def _rss(process: psutil.Process) -> float:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return 0.0
+        return process.memory_info().rss / 2**20
+    except psutil.NoSuchProcess:  # it ended while we looked
+        return 0.0
 
 
 def tree_rss_mb(root_pid: int) -> float:
-    """Resident memory of a process and its descendants (pages shared between them count once per process)."""
-    return sum(rss_mb(pid) for pid in process_tree(root_pid))
+    """Resident memory of a process and its descendants, MiB (pages shared between them count once per process)."""
+    return sum(_rss(p) for p in _tree(root_pid))
 
 
 def rss_by_process_mb(root_pid: int) -> dict[str, float]:
     """tree_rss_mb split by process, keyed "name pid" (vLLM names its engine process VLLM::EngineCore)."""
     found = {}
-    for pid in process_tree(root_pid):
+    for process in _tree(root_pid):
         try:
-            name = Path(f"/proc/{pid}/comm").read_text().strip()
-        except OSError:
+            found[f"{process.name()} {process.pid}"] = round(_rss(process), 1)
+        except psutil.NoSuchProcess:
             continue
-        found[f"{name} {pid}"] = round(rss_mb(pid), 1)
     return found
 
 
@@ -214,21 +209,29 @@ def request_body(model: str, prompts: list[str], index: int, max_tokens: int) ->
     return body
 
 
-def send_completion(base_url: str, body: dict) -> RequestResult:
-    start = time.perf_counter()
-    try:
-        status, answer = post_json(f"{base_url}/v1/completions", body)
-    except OSError as e:
-        return RequestResult(ok=False, seconds=time.perf_counter() - start, error=f"{type(e).__name__}: {e}")
-    seconds = time.perf_counter() - start
-    if status != 200:
-        return RequestResult(ok=False, seconds=seconds, error=f"HTTP {status}: {str(answer)[:300]}")
-    return RequestResult(ok=True, seconds=seconds, output_tokens=answer["usage"]["completion_tokens"])
-
-
 def send_all(base_url: str, bodies: list[dict], concurrency: int) -> list[RequestResult]:
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
-        return list(pool.map(lambda body: send_completion(base_url, body), bodies))
+    """The bodies as streamed completions, at most `concurrency` at a time, through vLLM's benchmark client."""
+    return asyncio.run(_send_all(base_url, bodies, concurrency))
+
+
+async def _send_all(base_url: str, bodies: list[dict], concurrency: int) -> list[RequestResult]:
+    import aiohttp
+    from vllm.benchmarks.lib.endpoint_request_func import RequestFuncInput, async_request_openai_completions
+    limit = asyncio.Semaphore(concurrency)
+    timeout = aiohttp.ClientTimeout(total=3600)
+    async with aiohttp.ClientSession(timeout=timeout, connector=aiohttp.TCPConnector(limit=concurrency)) as session:
+        async def one(body: dict) -> RequestResult:
+            sampling = {k: v for k, v in body.items() if k not in ("model", "prompt", "max_tokens")}
+            request = RequestFuncInput(prompt=body["prompt"], api_url=f"{base_url}/v1/completions", prompt_len=0,
+                                       output_len=body["max_tokens"], model=body["model"], extra_body=sampling)
+            async with limit:
+                out = await async_request_openai_completions(request, session)
+            if not out.success:
+                return RequestResult(ok=False, seconds=out.latency, error=out.error.strip().splitlines()[-1][:300]
+                                     if out.error.strip() else "no streamed token")
+            return RequestResult(ok=True, seconds=out.latency, output_tokens=out.output_tokens or 0, ttft=out.ttft,
+                                 itl=list(out.itl))
+        return list(await asyncio.gather(*(one(body) for body in bodies)))
 
 
 def percentile(values: list[float], percent: float) -> float:
@@ -309,6 +312,9 @@ def summarize(name: str, speculative_config: dict | None, results: list[RequestR
               rss_after_warmup: float, rss_peak: float, rss_end: float, spec: dict) -> LoadRun:
     succeeded = [r for r in results if r.ok]
     latencies = [r.seconds for r in succeeded]
+    ttfts = [r.ttft for r in succeeded]
+    tpots = [r.tpot for r in succeeded if r.tpot is not None]
+    itls = [gap for r in succeeded for gap in r.itl]
     output_tokens = sum(r.output_tokens for r in succeeded)
     return LoadRun(
         name=name, speculative_config=speculative_config, requests=len(results),
@@ -317,6 +323,8 @@ def summarize(name: str, speculative_config: dict | None, results: list[RequestR
         seconds=seconds, requests_per_second=len(succeeded) / seconds, output_tokens=output_tokens,
         output_tokens_per_second=output_tokens / seconds, latency_p50_s=percentile(latencies, 50),
         latency_p99_s=percentile(latencies, 99), latency_max_s=max(latencies, default=0.0),
+        ttft_p50_s=percentile(ttfts, 50), ttft_p99_s=percentile(ttfts, 99), tpot_p50_s=percentile(tpots, 50),
+        tpot_p99_s=percentile(tpots, 99), itl_p50_s=percentile(itls, 50), itl_p99_s=percentile(itls, 99),
         rss_after_warmup_mb=rss_after_warmup, rss_peak_mb=rss_peak, rss_end_mb=rss_end,
         rss_growth_mb=rss_end - rss_after_warmup, **spec)
 
@@ -374,6 +382,9 @@ def markdown_report(runs: list[LoadRun], settings: LoadSettings, found: list[str
         ("latency p50 (s)", lambda r: f"{r.latency_p50_s:.2f}"),
         ("latency p99 (s)", lambda r: f"{r.latency_p99_s:.2f}"),
         ("latency max (s)", lambda r: f"{r.latency_max_s:.2f}"),
+        ("TTFT p50 / p99 (ms)", lambda r: f"{1e3 * r.ttft_p50_s:.0f} / {1e3 * r.ttft_p99_s:.0f}"),
+        ("TPOT p50 / p99 (ms)", lambda r: f"{1e3 * r.tpot_p50_s:.1f} / {1e3 * r.tpot_p99_s:.1f}"),
+        ("ITL p50 / p99 (ms)", lambda r: f"{1e3 * r.itl_p50_s:.1f} / {1e3 * r.itl_p99_s:.1f}"),
         ("RSS after warm-up (MiB)", lambda r: f"{r.rss_after_warmup_mb:.0f}"),
         ("RSS peak (MiB)", lambda r: f"{r.rss_peak_mb:.0f}"),
         ("RSS end (MiB)", lambda r: f"{r.rss_end_mb:.0f}"),

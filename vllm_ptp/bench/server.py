@@ -4,7 +4,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -133,18 +132,11 @@ def get_text(url: str, timeout: float = 30) -> str:
         return response.read().decode()
 
 
-_SAMPLE = re.compile(r"^([A-Za-z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)")
-_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
-
-
 def metric_samples(metrics_text: str, name: str) -> list[tuple[dict, float]]:
     """(labels, value) of every sample named `name` in a Prometheus text exposition (/metrics)."""
-    samples = []
-    for line in metrics_text.splitlines():
-        match = _SAMPLE.match(line)
-        if match and match.group(1) == name:
-            samples.append((dict(_LABEL.findall(match.group(2) or "")), float(match.group(3))))
-    return samples
+    from prometheus_client.parser import text_string_to_metric_families
+    return [(sample.labels, sample.value) for family in text_string_to_metric_families(metrics_text)
+            for sample in family.samples if sample.name == name]
 
 
 def metric_total(metrics_text: str, name: str) -> float:
