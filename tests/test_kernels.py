@@ -25,6 +25,7 @@ import torch
 from stats import chi_square_p_value
 
 import vllm_ptp.kernels as kernels
+from vllm_ptp.kernels import dispatch
 from vllm_ptp.kernels import reference as ref
 
 HAVE_TRITON = importlib.util.find_spec("triton") is not None
@@ -340,7 +341,7 @@ def test_backend_selection(monkeypatch):
             kernels.pick_from_logits(torch.randn(1, 4), torch.ones(1), None, None, torch.rand(1))
         monkeypatch.setenv("TRITON_INTERPRET", "1")
         assert kernels.backend("cpu") == "triton"
-    monkeypatch.setattr(kernels, "_triton_found", False)
+    monkeypatch.setattr(dispatch, "_triton_found", False)  # as if triton were not installed
     with pytest.raises(RuntimeError, match="not installed"):
         kernels.backend("cpu")
     monkeypatch.setenv("VLLM_PTP_KERNELS", "auto")

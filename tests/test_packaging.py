@@ -37,7 +37,7 @@ def test_missing_shipped_drafts_are_named_at_start(monkeypatch, tmp_path):
 def test_the_top_level_kernels_folder_is_vllm_ptp_kernels_and_never_a_bare_kernels():
     """The repository's kernels/ installs inside our namespace; no module imports a bare `kernels`, and from the
     repository root (where `kernels` is importable by its folder name) transformers still sees no Hugging Face
-    `kernels` package."""
+    `kernels` package, and its probe loads nothing of vllm-ptp."""
     import ast
 
     import vllm_ptp.kernels
@@ -47,6 +47,8 @@ def test_the_top_level_kernels_folder_is_vllm_ptp_kernels_and_never_a_bare_kerne
             names = ([a.name for a in node.names] if isinstance(node, ast.Import)
                      else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
             assert not any(n == "kernels" or n.startswith("kernels.") for n in names), path
-    probe = "from transformers.utils import is_kernels_available; print(is_kernels_available())"
+    probe = ("import sys; from transformers.utils import is_kernels_available; "
+             "print(is_kernels_available(), 'kernels' in sys.modules, 'vllm_ptp' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr[-2000:]
+    # transformers imported the folder by its bare name, and it stayed empty: nothing of vllm-ptp was loaded
+    assert out.returncode == 0 and out.stdout.split() == ["False", "True", "False"], out.stdout + out.stderr[-2000:]
