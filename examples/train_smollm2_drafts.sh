@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# Reproduces the shipped drafts examples/drafts/cp_smollm2_r{8,1}: the same teacher data, heads, steps, batch and
-# seed; only the rank differs. Teacher data (896 prompts: 768 ShareGPT + 128 HumanEval train split) go to
-# runs/teacher_smollm2 and are reused by the second run. About 25 min of teacher generation and 20 min of training
-# on 2 CPU cores.
+# Reproduces the shipped CP heads examples/drafts/cp_smollm2_r{8,1} on the PTP drafts' teacher data (runs/teacher_train,
+# made by examples/train_smollm2_ptp.sh: the heads read only its final states). Same data, heads, steps, batch, seed
+# and held-out sequences; only the rank differs. One core; resumable (run it again after a stop); the finished
+# checkpoints are copied into examples/drafts.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/examples/setup_venv.sh"
 cd "$root"
-export HF_HUB_OFFLINE=1
-common=(--data sharegpt,humaneval --prompts 768 --teacher-dir runs/teacher_smollm2 --heads 3 --steps 3000
-        --batch-size 64 --seed 0)
-.venv/bin/vllm-ptp train cp "${common[@]}" --rank 8 --out examples/drafts/cp_smollm2_r8
-.venv/bin/vllm-ptp train cp "${common[@]}" --rank 1 --out examples/drafts/cp_smollm2_r1
+export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
+STEPS=${STEPS:-4000}
+common=(--teacher-dir runs/teacher_train --heads 3 --steps "$STEPS" --batch-size 128 --seed 0)
+for rank in 8 1; do
+  .venv/bin/vllm-ptp train cp "${common[@]}" --rank $rank --out runs/cp_smollm2_r$rank
+  cp runs/cp_smollm2_r$rank/{config.json,model.safetensors,README.md,train_log.jsonl} examples/drafts/cp_smollm2_r$rank/
+done

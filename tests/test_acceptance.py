@@ -99,3 +99,31 @@ def test_sampled_estimate_is_vllms_rejection_rule_in_expectation(target_and_draf
     estimate /= n // 4
     assert truth[0] > 0.05, "the tiny draft is never accepted: the comparison would be vacuous"
     assert torch.allclose(estimate[:2], truth[:2], atol=0.06), (estimate, truth)
+
+
+def test_min_draft_confidence_scores_the_rows_the_served_draft_would_verify(target_and_draft):
+    """Each anchor's row stops at its first position whose chained top probability (softmax of the reference draft
+    step, at T = 1 for greedy) is below C; verified and accepted positions are counted over the kept prefix."""
+    model, draft = target_and_draft
+    lm_head = model.get_output_embeddings().weight.detach()
+    P = len(prompt_ids(0))
+    tokens = continuation(model, prompt_ids(0), 24, 0.0, 0)
+    aux, final = states(model, draft, tokens)
+    thresholds = (1e-30, 0.02, 0.1, 1.5)
+    got = sequence_acceptance(draft, TeacherSequence(tokens, P, 0.0, aux, final), lm_head, K, thresholds)
+    expected = {c: [0.0, 0.0] for c in thresholds}
+    for t in range(P - 1, len(tokens) - 2):
+        logits = draft.propose_logits(aux[:t + 1].flatten(1), tokens[1:t + 2], torch.full((K - 1,), GREEDY_U),
+                                      torch.tensor(0.0), K)
+        chained = logits.softmax(-1).amax(-1).double().cumprod(0)
+        later = torch.cat([tokens, tokens.new_full((K,), -1)])[t + 2:t + 2 + K]  # -1 past the end
+        matched = (logits.argmax(-1) == later).double().cumprod(0)
+        exists = torch.arange(1, K + 1) + t + 1 <= len(tokens) - 1
+        for c in thresholds:
+            kept = (chained >= c) & exists
+            expected[c][0] += float(kept.sum())
+            expected[c][1] += float((matched * kept).sum())
+    for c in thresholds:
+        assert got.cuts[c] == pytest.approx(expected[c], abs=1e-6)
+    assert got.cuts[1e-30][0] == float(got.anchors.sum()) and got.cuts[1.5] == [0.0, 0.0]
+    assert got.cuts[0.02][0] > got.cuts[0.1][0]

@@ -51,6 +51,20 @@ def test_bench_config_errors(tmp_path):
         parse_methods(["eagle"])
     with pytest.raises(ValueError, match="unique"):
         parse_methods(["none", "none"])
+    with pytest.raises(ValueError, match="'@C' needs a number"):
+        parse_methods([f"x={tmp_path}@high"])
+
+
+def test_bench_method_with_hybrid_and_confidence(tiny_ptp, tmp_path):
+    (tmp_path / "bench.json").write_text(json.dumps({"methods": ["p=../d:4+ngram@0.05"]}))
+    config = BenchConfig.from_file(tmp_path / "bench.json")
+    assert config.methods == [f"p={tmp_path / '../d'}:4+ngram@0.05"]
+    method, = parse_methods([f"p={tiny_ptp}:4+ngram@0.05"])
+    assert method.speculative_config == {"model": str(tiny_ptp), "hybrid": "ngram", "prompt_lookup_max": 4,
+                                         "prompt_lookup_min": 2, "min_draft_confidence": 0.05,
+                                         "num_speculative_tokens": 4}
+    method, = parse_methods([f"p={tiny_ptp}@0.2"])
+    assert method.speculative_config == {"model": str(tiny_ptp), "min_draft_confidence": 0.2}
 
 
 @pytest.mark.engine

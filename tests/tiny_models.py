@@ -72,12 +72,18 @@ def build_random_cp(folder: Path, target: Path, num_heads: int = 3, rank: int = 
     return folder
 
 
+def tiny_teacher(target: Path, folder: Path) -> Path:
+    """Teacher data of the tiny target (its continuations of stdlib lines, float32 states), made once per folder."""
+    from vllm_ptp.training.ptp_data import TeacherSettings, generate_ptp_teacher_data
+    prompts = [[{"role": "user", "content": line}] for line in stdlib_text(60_000).splitlines()[:2400:12]]
+    settings = TeacherSettings(target=str(target), aux_layers=[0, 1], max_new_tokens=48, state_dtype="float32")
+    return generate_ptp_teacher_data(settings, prompts, folder)
+
+
 def train_tiny_cp(target: Path, work: Path, rank: int = 4, heads: int = 3, steps: int = 300) -> Path:
-    from vllm_ptp.training.teacher import generate_teacher_data
     from vllm_ptp.training.train_cp import CPTrainArgs, train_cp
-    prompts = [[{"role": "user", "content": line}] for line in stdlib_text(20_000).splitlines()[:600:10]]
-    generate_teacher_data(target, prompts, work / "teacher", max_new_tokens=48)
-    return train_cp(CPTrainArgs(target=str(target), data_dir=str(work / "teacher"), out=str(work / "cp"), rank=rank,
+    teacher = tiny_teacher(target, work / "teacher")
+    return train_cp(CPTrainArgs(target=str(target), data_dir=str(teacher), out=str(work / "cp"), rank=rank,
                                 heads=heads, steps=steps, batch_size=32, adapter_dim=16, save_every=100,
                                 eval_fraction=0.1))
 
@@ -85,12 +91,8 @@ def train_tiny_cp(target: Path, work: Path, rank: int = 4, heads: int = 3, steps
 def train_tiny_ptp(target: Path, work: Path, slots: int = 4, steps: int = 200, u_embedding: str = "quarter_cos",
                    teacher: Path | None = None) -> Path:
     """A PTP draft distilled from the tiny target (teacher states shared between drafts through `teacher`)."""
-    from vllm_ptp.training.ptp_data import TeacherSettings, generate_ptp_teacher_data
     from vllm_ptp.training.train_ptp import PTPTrainArgs, train_ptp
-    teacher = teacher or work / "teacher"
-    prompts = [[{"role": "user", "content": line}] for line in stdlib_text(60_000).splitlines()[:2400:12]]
-    settings = TeacherSettings(target=str(target), aux_layers=[0, 1], max_new_tokens=48, state_dtype="float32")
-    generate_ptp_teacher_data(settings, prompts, teacher)
+    teacher = tiny_teacher(target, teacher or work / "teacher")
     return train_ptp(PTPTrainArgs(target=str(target), data_dir=str(teacher), out=str(work / "ptp"), slots=slots,
                                   u_embedding=u_embedding, steps=steps, batch_size=8, window=64, anchors=16,
                                   lr=3e-3, draft_vocab_size=256, save_every=100, eval_fraction=0.1))

@@ -27,12 +27,8 @@ def _training_inputs(a: argparse.Namespace):
 
 
 def cmd_train_cp(a: argparse.Namespace) -> None:
-    from vllm_ptp.training.teacher import generate_teacher_data
     from vllm_ptp.training.train_cp import CPTrainArgs, train_cp
-
-    target, teacher_dir, conversations = _training_inputs(a)
-    generate_teacher_data(target, conversations, teacher_dir, max_new_tokens=a.max_new_tokens, seed=a.seed,
-                          device=a.device)
+    target, teacher_dir = _teacher_data(a)
     train_cp(CPTrainArgs(target=target, data_dir=str(teacher_dir), out=a.out, rank=a.rank, heads=a.heads,
                          steps=a.steps, batch_size=a.batch_size, lr=a.lr, balance_weight=a.balance_weight,
                          draft_vocab_size=a.draft_vocab, seed=a.seed, device=a.device, max_hours=a.max_hours,
@@ -42,7 +38,7 @@ def cmd_train_cp(a: argparse.Namespace) -> None:
 
 def cmd_train_ptp(a: argparse.Namespace) -> None:
     from vllm_ptp.training.train_ptp import PTPTrainArgs, train_ptp
-    target, teacher_dir = _slot_draft_teacher(a)
+    target, teacher_dir = _teacher_data(a)
     if a.teacher_only:
         return
     train_ptp(PTPTrainArgs(u_embedding="none" if a.independent else a.u_embedding,
@@ -84,16 +80,8 @@ def cmd_teacher(a: argparse.Namespace) -> None:
 
 
 def cmd_train_medusa(a: argparse.Namespace) -> None:
-    import json
-
-    from vllm_ptp.training.ptp_data import generate_ptp_teacher_data
     from vllm_ptp.training.train_medusa import MedusaTrainArgs, train_medusa
-
-    target, teacher_dir, conversations = _training_inputs(a)
-    # Medusa reads only the final states, so an existing PTP teacher cache serves whatever its auxiliary layers.
-    meta = teacher_dir / "meta.json"
-    aux_layers = json.loads(meta.read_text())["aux_layers"] if meta.exists() else _aux_layers(target, None)
-    generate_ptp_teacher_data(_teacher_settings(a, target, aux_layers), conversations, teacher_dir, a.device)
+    target, teacher_dir = _teacher_data(a)
     train_medusa(MedusaTrainArgs(
         target=target, data_dir=str(teacher_dir), out=a.out, heads=a.heads, blocks=a.blocks, loss=a.loss,
         steps=a.steps, batch_size=a.batch_size, lr=a.lr, draft_vocab_size=a.draft_vocab, seed=a.seed,
@@ -112,7 +100,7 @@ def _aux_layers(target: str, given: str | None) -> list[int]:
 
 def cmd_train_peagle(a: argparse.Namespace) -> None:
     from vllm_ptp.training.train_ptp import PTPTrainArgs, train_ptp
-    target, teacher_dir = _slot_draft_teacher(a)
+    target, teacher_dir = _teacher_data(a)
     if not a.teacher_only:
         train_ptp(PTPTrainArgs(u_embedding="none", conditioning=False, **_slot_train_args(a, target, teacher_dir)))
         print(f"checkpoint written to {a.out}")
@@ -120,23 +108,24 @@ def cmd_train_peagle(a: argparse.Namespace) -> None:
 
 def cmd_train_eagle3(a: argparse.Namespace) -> None:
     from vllm_ptp.training.train_eagle3 import Eagle3TrainArgs, train_eagle3
-    target, teacher_dir = _slot_draft_teacher(a)
+    target, teacher_dir = _teacher_data(a)
     if not a.teacher_only:
         train_eagle3(Eagle3TrainArgs(**_slot_train_args(a, target, teacher_dir)))
         print(f"checkpoint written to {a.out}")
 
 
-def _slot_draft_teacher(a: argparse.Namespace):
-    """The PTP teacher data (shared by every EAGLE-3-layout draft): made or completed in the teacher folder."""
+def _teacher_data(a: argparse.Namespace):
+    """The PTP teacher data, shared by every kind of draft (heads on the final state read only its final states):
+    an existing --teacher-dir is used as it is; otherwise made or completed in the teacher folder."""
     from vllm_ptp.training.ptp_data import generate_ptp_teacher_data
     target, teacher_dir, conversations = _training_inputs(a)
     if a.teacher_dir and (teacher_dir / "meta.json").exists():
         # an existing folder (e.g. from `vllm-ptp teacher`, maybe still growing) is used as it is
         print(f"training on the teacher data already in {teacher_dir}")
     else:
-        generate_ptp_teacher_data(_teacher_settings(a, target, _aux_layers(target, a.aux_layers)), conversations,
-                                  teacher_dir, a.device)
-    if a.teacher_only:
+        aux_layers = _aux_layers(target, getattr(a, "aux_layers", None))
+        generate_ptp_teacher_data(_teacher_settings(a, target, aux_layers), conversations, teacher_dir, a.device)
+    if getattr(a, "teacher_only", False):
         print(f"teacher data in {teacher_dir}")
     return target, teacher_dir
 
@@ -172,7 +161,8 @@ def cmd_eval_draft(a: argparse.Namespace) -> None:
                          f"{draft.config.aux_layer_ids}")
     k = a.k or draft.config.num_slots
     results = {name: r.summary() for name, r in
-               draft_acceptance(draft, teacher_sequences(data, max_tokens=a.max_tokens), lm_head, k).items()}
+               draft_acceptance(draft, teacher_sequences(data, max_tokens=a.max_tokens), lm_head, k,
+                                tuple(a.min_draft_confidence)).items()}
     print(json.dumps({"draft": a.draft, "data": a.data, "k": k, "acceptance": results}, indent=2))
 
 
@@ -303,6 +293,9 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--k", type=int, help="draft positions (default: the draft's slots)")
     evaluate.add_argument("--max-tokens", type=int, help="evaluate only the first tokens of each continuation")
     evaluate.add_argument("--threads", type=int, help="torch threads")
+    evaluate.add_argument("--min-draft-confidence", type=float, nargs="*", default=[], metavar="C",
+                          help="also score these values of speculative_config.min_draft_confidence: drafts verified "
+                               "and accepted per step when each row stops where the draft is less sure than C")
     evaluate.set_defaults(func=cmd_eval_draft)
 
     compat = sub.add_parser("compat-probe", help="look up every vLLM internal vllm-ptp touches in another vLLM's "

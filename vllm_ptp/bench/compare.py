@@ -9,9 +9,10 @@ spent drafting (the runner's propose step, for every method), and whether greedy
 speculation, checked in a separate float32 engine (bf16 verification flips near-ties; background.md §3). vLLM 0.32's
 CPU rejection sampler verifies sampled requests against uninitialised temperatures; vllm-ptp fixes that for its own
 methods, and the bench turns the fix on for every method so that T > 0 compares like with like.
-Methods are 'none', 'ngram[:k]' or 'NAME=DRAFT_DIR[:k][+ngram]': vLLM recognises the draft's kind from its config
-(ours: PTP and CP; vLLM's own: Medusa, EAGLE-3, P-EAGLE); '+ngram' turns on the hybrid mode of ours (context matches
-ahead of the draft, with the ngram row's match lengths). Writes OUT/bench.json, OUT/bench.md and OUT/bench.png.
+Methods are 'none', 'ngram[:k]' or 'NAME=DRAFT_DIR[:k][+ngram][@C]': vLLM recognises the draft's kind from its
+config (ours: PTP and CP; vLLM's own: Medusa, EAGLE-3, P-EAGLE); '+ngram' turns on the hybrid mode of ours (context
+matches ahead of the draft, with the ngram row's match lengths); '@C' sets ours' min_draft_confidence to C (each
+row's draft stops where the draft is less sure than C). Writes OUT/bench.json, OUT/bench.md and OUT/bench.png.
 """
 from __future__ import annotations
 
@@ -77,13 +78,14 @@ class BenchConfig:
 
 
 def _relative_to(spec: str, folder: Path) -> str:
-    """A config file's 'NAME=DIR[:k][+ngram]' with a relative DIR names a folder beside the config file."""
+    """A config file's 'NAME=DIR[:k][+ngram][@C]' with a relative DIR names a folder beside the config file."""
     if "=" not in spec:
         return spec
     name, _, rest = spec.partition("=")
+    rest, confidence = _split_confidence(rest)
     rest, hybrid = _split_hybrid(rest)
     draft, sep, k = rest.partition(":")
-    return f"{name}={draft if Path(draft).is_absolute() else folder / draft}{sep}{k}{hybrid}"
+    return f"{name}={draft if Path(draft).is_absolute() else folder / draft}{sep}{k}{hybrid}{confidence}"
 
 
 HYBRID_SUFFIX = "+ngram"
@@ -92,6 +94,12 @@ NGRAM_MATCH = {"prompt_lookup_max": 4, "prompt_lookup_min": 2}  # the ngram row'
 
 def _split_hybrid(rest: str) -> tuple[str, str]:
     return (rest[:-len(HYBRID_SUFFIX)], HYBRID_SUFFIX) if rest.endswith(HYBRID_SUFFIX) else (rest, "")
+
+
+def _split_confidence(rest: str) -> tuple[str, str]:
+    """'DIR[:k][+ngram]@C' -> ('DIR[:k][+ngram]', '@C'); a '@' inside the folder's path is left alone."""
+    head, at, tail = rest.rpartition("@")
+    return (head, at + tail) if at and "/" not in tail else (rest, "")
 
 
 @dataclass
@@ -112,8 +120,8 @@ class Row:
 
 
 def parse_methods(specs: list[str]) -> list[Method]:
-    """'none', 'ngram[:k]', or 'NAME=DRAFT_DIR[:k][+ngram]' (any draft folder vLLM or vllm-ptp loads; '+ngram':
-    vllm-ptp's hybrid mode, for its own drafts)."""
+    """'none', 'ngram[:k]', or 'NAME=DRAFT_DIR[:k][+ngram][@C]' (any draft folder vLLM or vllm-ptp loads; '+ngram':
+    vllm-ptp's hybrid mode, '@C': its min_draft_confidence, both for its own drafts)."""
     methods = []
     for spec in specs:
         if spec == "none":
@@ -123,14 +131,20 @@ def parse_methods(specs: list[str]) -> list[Method]:
             methods.append(Method(f"ngram k={k}", {"method": "ngram", "num_speculative_tokens": k, **NGRAM_MATCH}))
         elif "=" in spec:
             name, _, rest = spec.partition("=")
+            rest, confidence = _split_confidence(rest)
+            try:
+                threshold = {"min_draft_confidence": float(confidence[1:])} if confidence else {}
+            except ValueError:
+                raise ValueError(f"method {spec!r}: '@C' needs a number C in (0, 1)") from None
             rest, hybrid = _split_hybrid(rest)
             folder, _, k = rest.partition(":")
             config = {"model": folder, **_vllm_method_of(folder, spec)}
             if hybrid:
                 config.update(hybrid="ngram", **NGRAM_MATCH)
+            config.update(threshold)
             methods.append(Method(name, {**config, **({"num_speculative_tokens": int(k)} if k else {})}))
         else:
-            raise ValueError(f"method {spec!r}: expected 'none', 'ngram[:k]' or 'NAME=DRAFT_DIR[:k][+ngram]'")
+            raise ValueError(f"method {spec!r}: expected 'none', 'ngram[:k]' or 'NAME=DRAFT_DIR[:k][+ngram][@C]'")
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be unique, got {names}")

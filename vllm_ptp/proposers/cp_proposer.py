@@ -6,7 +6,8 @@ after the request's temperature (on each component) and top-k/top-p (on q_s). Th
 uniform u_s, so the draft randomness is explicit. Greedy requests (temperature 0) take argmax q_s at each position:
 greedy decoding of the mixture's chain-rule factorisation, exact for s = 1 and the usual approximation of the joint
 mode beyond. Every q_s handed out is exactly the distribution x_s was drawn from, so vLLM's rejection sampler stays
-lossless.
+lossless. The top probability of each q_s (before top-k/top-p; greedy rows at temperature 1) is kept in
+`last_confidence` [B, k] for draft_confidence.
 """
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ class CPProposer:
         self.heads = load_cp_heads(self.checkpoint).to(device=device, dtype=dtype).eval()
         self.config = self.heads.config
         self.draft_vocab = self.heads.draft_vocab.to(device)
+        self.last_confidence: torch.Tensor | None = None
 
     def attach_target(self, embed_weight: torch.Tensor, lm_head_weight: torch.Tensor, vocab_size: int) -> None:
         self.config.check_target(self.checkpoint, vocab_size, embed_weight.shape[-1], embed_weight)
@@ -50,7 +52,9 @@ class CPProposer:
         # q_s already carries the temperature; the pick only needs to know greedy rows and top-k/top-p.
         row_temperature = torch.where(greedy, 0.0, 1.0)
         log_post, q = log_w, mixture_probs(log_w, comp_log_probs[:, 0])
+        self.last_confidence = torch.empty(B, k, dtype=torch.float32, device=hidden.device)
         for s in range(k):
+            self.last_confidence[:, s] = q.float().amax(-1)
             x, _, q = pick_from_logits(q.clamp_min(1e-30).log(), row_temperature, top_k, top_p, uniforms[:, s],
                                        return_probs=True, check=False)
             draft_ids[:, s] = self.draft_vocab[x]

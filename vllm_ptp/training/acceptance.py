@@ -50,11 +50,14 @@ class Acceptance:
     steps: int = 0                  # greedy walk: draft steps
     step_accepted: torch.Tensor = None  # [k] greedy walk: steps whose first j drafts were accepted
     sequences: int = 0
+    # min_draft_confidence C -> [positions verified, expected positions accepted], summed over anchors
+    cuts: dict = None
 
     def __post_init__(self):
         for name in ("chain", "anchors", "step_accepted"):
             if getattr(self, name) is None:
                 setattr(self, name, torch.zeros(self.k, dtype=torch.float64))
+        self.cuts = self.cuts or {}
 
     def add(self, other: "Acceptance") -> None:
         self.chain += other.chain
@@ -62,6 +65,9 @@ class Acceptance:
         self.steps += other.steps
         self.step_accepted += other.step_accepted
         self.sequences += other.sequences
+        for threshold, sums in other.cuts.items():
+            mine = self.cuts.setdefault(threshold, [0.0, 0.0])
+            mine[0], mine[1] = mine[0] + sums[0], mine[1] + sums[1]
 
     @property
     def per_position(self) -> list[float]:
@@ -82,27 +88,47 @@ class Acceptance:
         if self.steps:
             out |= {"greedy_steps_per_position": [round(x, 4) for x in self.greedy_steps],
                     "greedy_steps_acceptance_length": round(1 + sum(self.greedy_steps), 4), "steps": self.steps}
+        if self.cuts:
+            n = max(float(self.anchors[0]), 1.0)
+            out["min_draft_confidence"] = {
+                f"{c:g}": {"verified_per_step": round(v / n, 4), "accepted_per_step": round(a / n, 4)}
+                for c, (v, a) in sorted(self.cuts.items())}
+            out["min_draft_confidence"]["none"] = {"verified_per_step": round(float(self.anchors.sum()) / n, 4),
+                                                   "accepted_per_step": round(float(self.chain.sum()) / n, 4)}
         return out
 
 
 @torch.no_grad()
-def sequence_acceptance(draft: PTPDraft, seq: TeacherSequence, lm_head: torch.Tensor, k: int) -> Acceptance:
-    """Acceptance of every anchor of one sequence (see the module docstring). lm_head: the target's [V, H]."""
+def sequence_acceptance(draft: PTPDraft, seq: TeacherSequence, lm_head: torch.Tensor, k: int,
+                        thresholds: tuple[float, ...] = ()) -> Acceptance:
+    """Acceptance of every anchor of one sequence (see the module docstring). lm_head: the target's [V, H].
+    thresholds: values of speculative_config.min_draft_confidence to score as well (positions verified and expected
+    accepted per step when each row stops at its first position with c_1 * ... * c_j below the threshold)."""
     result = Acceptance(k=k, sequences=1)
-    chain, exists, anchors, accepted = anchor_chains(draft, seq, lm_head, k)
+    chain, exists, anchors, accepted, top = _chains(draft, seq, lm_head, k)
     if len(anchors) == 0:
         return result
     result.chain = chain.sum(0).cpu()
     result.anchors = exists.double().sum(0).cpu()
+    chained = top.double().cumprod(-1)
+    for threshold in thresholds:
+        kept = (chained >= threshold) & exists
+        result.cuts[threshold] = [float(kept.sum()), float((chain * kept).sum())]
     if accepted is not None:
         walk(result, accepted.cpu(), anchors.cpu(), seq.prompt_len, len(seq.tokens), seq.served_tokens)
     return result
 
 
-@torch.no_grad()
 def anchor_chains(draft: PTPDraft, seq: TeacherSequence, lm_head: torch.Tensor, k: int):
     """-> (chain [A, k]: P(positions 1..j accepted) at each anchor, exists [A, k]: position j has a target token,
     anchors [A], accepted [A, k] greedy matches or None at T > 0)."""
+    return _chains(draft, seq, lm_head, k)[:4]
+
+
+@torch.no_grad()
+def _chains(draft: PTPDraft, seq: TeacherSequence, lm_head: torch.Tensor, k: int):
+    """anchor_chains, plus the draft's top probability in each slot [A, k] (at the sequence's temperature; at 1 for
+    greedy sequences), as vLLM's min_draft_confidence reads it."""
     if not 1 <= k <= draft.config.num_slots:
         raise ValueError(f"k must be in 1..{draft.config.num_slots} (the draft's slots), got {k}")
     device = draft.fc.weight.device
@@ -111,7 +137,7 @@ def anchor_chains(draft: PTPDraft, seq: TeacherSequence, lm_head: torch.Tensor, 
     anchors = torch.arange(max(P - 1, 0), L - 2, device=device)  # z_{t+1} sampled, z_{t+2} exists
     if len(anchors) == 0:
         empty = torch.zeros(0, k, device=device)
-        return empty.double(), empty.bool(), anchors, None
+        return empty.double(), empty.bool(), anchors, None, empty
     A = len(anchors)
     j = torch.arange(1, k + 1, device=device)
     later = anchors[:, None] + 1 + j[None]                       # [A, k] index of the target token at position j
@@ -136,18 +162,19 @@ def anchor_chains(draft: PTPDraft, seq: TeacherSequence, lm_head: torch.Tensor, 
             inside = left + torch.rand(A, device=device, generator=g) * (right - left)
             u[:, m] = torch.where(x_draft[:, m] >= 0, inside.clamp(0, 1 - 2 ** -24),
                                   torch.rand(A, device=device, generator=g))
+    q = (logits.float() / T).softmax(-1)                          # [A, k, Vd]
+    top = q.amax(-1)
     if greedy:
         accepted = (d2t[logits.argmax(-1)] == x) & exists
-        return accepted.double().cumprod(-1), exists, anchors, accepted
+        return accepted.double().cumprod(-1), exists, anchors, accepted, top
     p_log = ((seq.final.to(device).float()[(later - 1).clamp(max=L - 1)] @ lm_head.to(device).float().T) / T
              ).log_softmax(-1)                                    # [A, k, V] the target's processed distribution
-    q = (logits.float() / T).softmax(-1)                          # [A, k, Vd]
     alpha = torch.minimum(p_log.exp()[..., d2t], q).sum(-1)
     q_x = torch.where(x_draft >= 0, q.gather(-1, x_draft.clamp(min=0)[..., None])[..., 0], torch.zeros_like(alpha))
     p_x = p_log.gather(-1, x[..., None])[..., 0].exp()
     weight = torch.minimum(torch.ones_like(q_x), q_x / p_x.clamp(min=1e-30))
     before = torch.cat([torch.ones_like(weight[:, :1]), weight[:, :-1]], dim=1).double().cumprod(-1)
-    return alpha.double() * before * exists, exists, anchors, None
+    return alpha.double() * before * exists, exists, anchors, None, top
 
 
 def walk(result: Acceptance, accepted: torch.Tensor, anchors: torch.Tensor, P: int, L: int,
@@ -191,12 +218,13 @@ def parallel_draft_logits(draft: PTPDraft, aux: torch.Tensor, z: torch.Tensor, a
     return draft.draft_logits(states[rows])
 
 
-def draft_acceptance(draft: PTPDraft, sequences, lm_head: torch.Tensor, k: int) -> dict[str, Acceptance]:
+def draft_acceptance(draft: PTPDraft, sequences, lm_head: torch.Tensor, k: int,
+                     thresholds: tuple[float, ...] = ()) -> dict[str, Acceptance]:
     """Acceptance over sequences, split by temperature: {"T=0": ..., "T=1": ...} (keys as f"T={t:g}")."""
     by_temperature: dict[str, Acceptance] = {}
     for seq in sequences:
         key = f"T={seq.temperature:g}"
-        by_temperature.setdefault(key, Acceptance(k=k)).add(sequence_acceptance(draft, seq, lm_head, k))
+        by_temperature.setdefault(key, Acceptance(k=k)).add(sequence_acceptance(draft, seq, lm_head, k, thresholds))
     return dict(sorted(by_temperature.items()))
 
 

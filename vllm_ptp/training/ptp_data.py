@@ -273,9 +273,31 @@ class PTPTeacherData:
         return torch.cat([self.tokens[int(self.starts[s]) + int(self.prompt_lens[s]):int(self.starts[s + 1])]
                           for s in range(self.num_sequences)])
 
-    def all_final(self) -> torch.Tensor:
-        """Every final state [T, H] in memory (for heads that read only these, e.g. Medusa)."""
-        return torch.cat([self.states.sequence(s)[1] for s in range(self.num_sequences)])
+    def final_rows(self, positions: torch.Tensor) -> torch.Tensor:
+        """The target's final states at positions [N] of the token stream -> [N, H] bf16, read row by row from the
+        memory-mapped shards (heads on the final state: Medusa, CP)."""
+        sequence = torch.searchsorted(self.starts, positions, right=True) - 1
+        rows = []
+        for p, s in zip(positions.tolist(), sequence.tolist()):
+            local = int(self.states.local_start[s]) + p - int(self.starts[s])
+            rows.append(self.states._shard(int(self.states.shard_of[s])).get_slice("final")[local:local + 1])
+        return torch.cat(rows) if rows else torch.zeros(0)
+
+    def draft_vocabulary(self, vocab_size: int, size: int) -> tuple[torch.Tensor, float]:
+        """The `size` most frequent completion tokens (sorted target ids) and the share of completion tokens they
+        cover: the vocabulary every draft trained on these data scores."""
+        counts = torch.bincount(self.completions(), minlength=vocab_size)
+        vocab = counts.topk(min(size, vocab_size)).indices.sort().values
+        return vocab, float(counts[vocab].sum() / counts.sum())
+
+    def split(self, eval_fraction: float, seed: int, max_eval: int | None = None
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(train, held-out) sequence indices: whole sequences are held out (the positions of one sequence are not
+        independent), the same ones for every draft trained with the same seed and fraction."""
+        order = torch.randperm(self.num_sequences, generator=torch.Generator().manual_seed(seed))
+        n_eval = max(1, int(self.num_sequences * eval_fraction))
+        n_eval = n_eval if max_eval is None else min(n_eval, max_eval)
+        return order[:-n_eval], order[-n_eval:]
 
 
 def load_ptp_teacher_data(data_dir: str | Path, max_shards: int | None = None) -> PTPTeacherData:

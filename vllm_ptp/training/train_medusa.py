@@ -9,6 +9,7 @@ vLLM does (it cannot load a truncated one, see medusa_config.py).
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,9 +21,9 @@ from vllm_ptp.models.medusa_config import MedusaConfig
 from vllm_ptp.models.medusa_heads import MedusaHeads
 from vllm_ptp.training import distributed
 from vllm_ptp.training.common import TrainArgs, load_target_head, make_optimizer, resume, run_steps
-from vllm_ptp.training.ptp_data import PTPTeacherData, load_ptp_teacher_data
+from vllm_ptp.training.head_examples import HeadExamples, build_head_examples
+from vllm_ptp.training.ptp_data import load_ptp_teacher_data
 
-PAST_END = -1
 
 
 @dataclass
@@ -36,50 +37,17 @@ class MedusaTrainArgs(TrainArgs):
     eval_fraction: float = 0.03  # the PTP draft's, so both hold out the same sequences
 
 
-@dataclass
-class MedusaExamples:
-    """positions [N] into the teacher's token stream, labels [N, heads] (token ids, PAST_END beyond the sequence)."""
-    positions: torch.Tensor
-    labels: torch.Tensor
-    greedy: torch.Tensor  # [N] the sequence was sampled at temperature 0
-
-    def subset(self, mask: torch.Tensor) -> "MedusaExamples":
-        return MedusaExamples(self.positions[mask], self.labels[mask], self.greedy[mask])
-
-
-def build_examples(data: PTPTeacherData, sequences: torch.Tensor, heads: int) -> MedusaExamples:
-    positions, ends, greedy = [], [], []
-    for s in sequences.tolist():
-        start, end = int(data.starts[s]), int(data.starts[s + 1])
-        first = start + int(data.prompt_lens[s]) - 1  # its state produced the first completion token
-        p = torch.arange(first, end - 1)
-        positions.append(p)
-        ends.append(torch.full_like(p, end))
-        greedy.append(torch.full((len(p),), bool(data.temperatures[s] <= 0)))
-    positions, ends = torch.cat(positions), torch.cat(ends)
-    target = positions[:, None] + 2 + torch.arange(heads)[None, :]
-    inside = target < ends[:, None]
-    labels = torch.where(inside, data.tokens[target.clamp(max=len(data.tokens) - 1)], torch.full_like(target, PAST_END))
-    return MedusaExamples(positions, labels, torch.cat(greedy))
-
-
-def draft_vocabulary(data: PTPTeacherData, vocab_size: int, size: int) -> tuple[torch.Tensor, float]:
-    """The `size` most frequent completion tokens (sorted ids) and the share of completion tokens they cover."""
-    counts = torch.bincount(data.completions(), minlength=vocab_size)
-    vocab = counts.topk(min(size, vocab_size)).indices.sort().values
-    return vocab, float(counts[vocab].sum() / counts.sum())
-
-
-def head_losses(heads: MedusaHeads, final: torch.Tensor, positions: torch.Tensor, labels: torch.Tensor,
-                loss: str, rows: torch.Tensor) -> torch.Tensor:
+def head_losses(heads: MedusaHeads, final: Callable[[torch.Tensor], torch.Tensor], positions: torch.Tensor,
+                labels: torch.Tensor, loss: str, rows: torch.Tensor) -> torch.Tensor:
     """Loss per (position, head) [B, K] over the vocabulary `rows` (the LM head's rows for it, [V', H]); `labels` are
-    indices into it, -1 (left out: zero loss) when the token is not in it or beyond the sequence."""
-    logits = (heads.states(final[positions]) @ rows.T).float()
+    indices into it, -1 (left out: zero loss) when the token is not in it or beyond the sequence. final(positions):
+    the target's final states there."""
+    logits = (heads.states(final(positions)) @ rows.T).float()
     if loss == "soft":
         K = labels.shape[1]
-        later = (positions[:, None] + 1 + torch.arange(K, device=positions.device)).clamp(max=len(final) - 1)
+        later = positions[:, None] + 1 + torch.arange(K, device=positions.device)  # labels -1 past the end
         with torch.no_grad():
-            teacher = (final[later].to(rows.dtype) @ rows.T).float().softmax(-1)
+            teacher = (final(later.flatten()).view(*later.shape, -1).to(rows.dtype) @ rows.T).float().softmax(-1)
         per = -(teacher * logits.log_softmax(-1)).sum(-1)
     else:
         per = F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none")
@@ -96,7 +64,7 @@ def train_medusa(args: MedusaTrainArgs) -> Path:
     _, lm_head, verifier = load_target_head(args.target)
     data = load_ptp_teacher_data(args.data_dir)
     V, H = lm_head.shape
-    vocab, coverage = draft_vocabulary(data, V, args.draft_vocab_size)
+    vocab, coverage = data.draft_vocabulary(V, args.draft_vocab_size)
     to_vocab = torch.full((V,), -1, dtype=torch.long)
     to_vocab[vocab] = torch.arange(len(vocab))
 
@@ -106,14 +74,15 @@ def train_medusa(args: MedusaTrainArgs) -> Path:
     heads.init_from_target(lm_head)
     heads.to(device)
     rows = heads.lm_head_weight[vocab.to(device)]
-    final = data.all_final().to(device)  # only the final states are used
+
+    def final(positions: torch.Tensor) -> torch.Tensor:  # only the final states are used
+        return data.final_rows(positions.cpu().clamp(max=len(data.tokens) - 1)).to(device)
     to_vocab = to_vocab.to(device)
 
     # Held out: whole sequences, drawn exactly as the PTP draft draws them.
-    order = torch.randperm(data.num_sequences, generator=torch.Generator().manual_seed(args.seed))
-    n_eval = max(1, int(data.num_sequences * args.eval_fraction))
-    train = build_examples(data, order[:-n_eval], args.heads)
-    held_out = build_examples(data, order[-n_eval:], args.heads)
+    train_seq, eval_seq = data.split(args.eval_fraction, args.seed)
+    train = build_head_examples(data, train_seq, args.heads)
+    held_out = build_head_examples(data, eval_seq, args.heads)
 
     trainable = [p for p in heads.parameters() if p.requires_grad]
     optimizer, schedule = make_optimizer(trainable, args.lr, args.steps, max(1, min(100, args.steps // 10)))
@@ -135,19 +104,20 @@ def train_medusa(args: MedusaTrainArgs) -> Path:
     shipped = {k: v.to(torch.bfloat16) if v.is_floating_point() else v for k, v in heads.state_dict().items()}
     save_checkpoint(out, config.to_json(), shipped,
                     model_card(args, config, final_eval, len(vocab), coverage, len(train.positions),
-                               data.num_sequences - n_eval))
+                               len(train_seq)))
     return out
 
 
 @torch.no_grad()
-def evaluate(heads: MedusaHeads, final: torch.Tensor, examples: MedusaExamples, device) -> dict:
+def evaluate(heads: MedusaHeads, final: Callable[[torch.Tensor], torch.Tensor], examples: HeadExamples, device
+             ) -> dict:
     """Held-out CE and top-1 per head over the full vocabulary (what vLLM drafts), overall and on greedy / sampled
     teacher sequences, plus the mean number of leading heads all right on greedy sequences: what vLLM accepts per
     step at temperature 0 (positions whose window runs past the sequence end left out)."""
     ce, right = [], []
     for i in range(0, len(examples.positions), 256):
         labels = examples.labels[i:i + 256].to(device)
-        logits = heads(final[examples.positions[i:i + 256].to(device)]).float()
+        logits = heads(final(examples.positions[i:i + 256])).float()
         ce.append(F.cross_entropy(logits.transpose(1, 2), labels.clamp(min=0), reduction="none").cpu())
         right.append((logits.argmax(-1) == labels).cpu())
     valid = examples.labels >= 0

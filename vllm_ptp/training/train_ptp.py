@@ -288,11 +288,9 @@ def train_slot_draft(args: SlotTrainArgs, config_fields: dict, states, card, des
     target_config = AutoConfig.from_pretrained(args.target)
     data = load_ptp_teacher_data(args.data_dir)
     V, H = embed.shape
-    counts = torch.bincount(data.completions(), minlength=V)
-    draft_vocab = counts.topk(min(args.draft_vocab_size, V)).indices.sort().values
+    draft_vocab, coverage = data.draft_vocabulary(V, args.draft_vocab_size)
     to_draft = torch.full((V,), -1, dtype=torch.long)
     to_draft[draft_vocab] = torch.arange(len(draft_vocab))
-    coverage = float(counts[draft_vocab].sum() / counts.sum())
     rope = getattr(target_config, "rope_parameters", None) or {}
     config = PTPConfig(
         hidden_size=H, vocab_size=V, draft_vocab_size=len(draft_vocab), num_slots=args.slots,
@@ -314,10 +312,7 @@ def train_slot_draft(args: SlotTrainArgs, config_fields: dict, states, card, des
     teacher_head = lm_head[draft_vocab].to(device)
     examples = PTPExamples(data, to_draft, args)
 
-    # Held out: whole sequences (positions of one sequence are not independent).
-    order = torch.randperm(data.num_sequences, generator=torch.Generator().manual_seed(args.seed))
-    n_eval = min(max(1, int(data.num_sequences * args.eval_fraction)), args.eval_max_sequences)
-    train_seq, eval_seq = order[:-n_eval], order[-n_eval:]
+    train_seq, eval_seq = data.split(args.eval_fraction, args.seed, args.eval_max_sequences)
     trainable = [p for p in model.parameters() if p.requires_grad]
     warmup = max(1, min(100, args.steps // 10))
     optimizer, schedule = make_optimizer(trainable, args.lr, args.steps, warmup)

@@ -34,8 +34,8 @@ TOUCH_POINTS = (
     TouchPoint(SPEC, None, "SpeculativeMethod", "registered",
                "the pydantic Literal of method names, extended by 'cp' and 'ptp' (schema rebuilt)"),
     TouchPoint(SPEC, "SpeculativeConfig", "prompt_lookup_max", "registered",
-               "field 'hybrid' added beside it (schema rebuilt; None by default, only 'cp' / 'ptp' take it); "
-               "prompt_lookup_min / prompt_lookup_max are the hybrid's match lengths"),
+               "fields 'hybrid' and 'min_draft_confidence' added beside it (schema rebuilt; None by default, only "
+               "'cp' / 'ptp' take them); prompt_lookup_min / prompt_lookup_max are the hybrid's match lengths"),
     TouchPoint("vllm.config.vllm", "VllmConfig", "_get_v2_model_runner_unsupported_features", "patched",
                "keep our methods on the V1 model runner, whose proposer hooks the plugin uses",
                config.v2_runner_unsupported_features),
@@ -47,7 +47,8 @@ TOUCH_POINTS = (
                runner.runner_init),
     TouchPoint(RUNNER, "GPUModelRunner", "propose_draft_token_ids", "patched",
                "hand the CP heads the target's hidden states, as vLLM's Medusa branch does; hybrid: overlay the "
-               "context matches on our drafts; time the drafting for `vllm-ptp bench`",
+               "context matches on our drafts; min_draft_confidence: cut each row's draft where the draft is "
+               "unsure; time the drafting for `vllm-ptp bench`",
                runner.propose_draft_token_ids),
     TouchPoint(RUNNER, "GPUModelRunner", "_input_fits_in_drafter", "patched",
                "PTP drafts in steps where vLLM 0.32 skips the whole batch near max_model_len",

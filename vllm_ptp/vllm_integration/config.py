@@ -12,30 +12,35 @@ from vllm_ptp.models.checkpoint import speculators_type
 from vllm_ptp.models.validation import validate_checkpoint_for_target
 from vllm_ptp.onednn_cache import CAPACITY_VARIABLE, bound_primitive_cache
 from vllm_ptp.proposers.context_match import HybridSettings
+from vllm_ptp.proposers.draft_confidence import check_threshold
 from vllm_ptp.vllm_integration.methods import OUR_METHODS, is_ours, serves_ptp
 from vllm_ptp.vllm_integration.registry import original
 
 logger = logging.getLogger("vllm.ptp")
 
 HYBRID_FIELD = "hybrid"
+CONFIDENCE_FIELD = "min_draft_confidence"
+# Fields vllm-ptp adds to SpeculativeConfig (None by default; only 'cp' / 'ptp' take them).
+OUR_FIELDS = {HYBRID_FIELD: typing.Optional[str], CONFIDENCE_FIELD: typing.Optional[float]}
 
 # SpeculativeConfig is a pydantic dataclass that forbids unknown fields and checks `method` against a Literal: a new
-# method name and a new field need its schema rebuilt (undone by restore_schema).
+# method name and new fields need its schema rebuilt (undone by restore_schema).
 _schema_before: list[tuple] = []
 
 
 def extend_schema(config_cls, vllm_methods) -> None:
-    """Method names 'cp' / 'ptp' in the `method` Literal, and the optional field `hybrid`."""
+    """Method names 'cp' / 'ptp' in the `method` Literal, and the optional fields OUR_FIELDS."""
     import pydantic
     _schema_before.append((config_cls, config_cls.__annotations__["method"]))
     extended = typing.Optional[typing.Literal[vllm_methods, *OUR_METHODS]]
     config_cls.__dataclass_fields__["method"].type = extended
     config_cls.__annotations__["method"] = extended
-    hybrid = dataclasses.field(default=None)
-    hybrid.name, hybrid.type, hybrid._field_type = HYBRID_FIELD, typing.Optional[str], dataclasses._FIELD
-    config_cls.__dataclass_fields__[HYBRID_FIELD] = hybrid
-    config_cls.__annotations__[HYBRID_FIELD] = typing.Optional[str]
-    setattr(config_cls, HYBRID_FIELD, None)
+    for name, annotation in OUR_FIELDS.items():
+        field = dataclasses.field(default=None)
+        field.name, field.type, field._field_type = name, annotation, dataclasses._FIELD
+        config_cls.__dataclass_fields__[name] = field
+        config_cls.__annotations__[name] = annotation
+        setattr(config_cls, name, None)
     pydantic.dataclasses.rebuild_dataclass(config_cls, force=True)
 
 
@@ -46,10 +51,11 @@ def restore_schema() -> None:
     config_cls, annotation = _schema_before.pop()
     config_cls.__dataclass_fields__["method"].type = annotation
     config_cls.__annotations__["method"] = annotation
-    for table in (config_cls.__dataclass_fields__, config_cls.__annotations__):
-        table.pop(HYBRID_FIELD, None)
-    if HYBRID_FIELD in config_cls.__dict__:
-        delattr(config_cls, HYBRID_FIELD)
+    for name in OUR_FIELDS:
+        for table in (config_cls.__dataclass_fields__, config_cls.__annotations__):
+            table.pop(name, None)
+        if name in config_cls.__dict__:
+            delattr(config_cls, name)
     pydantic.dataclasses.rebuild_dataclass(config_cls, force=True)
 
 
@@ -64,8 +70,12 @@ def speculative_config_post_init(self):
         if getattr(self, HYBRID_FIELD, None) is not None:
             raise ValueError(f"speculative_config.hybrid is a vllm-ptp setting of 'ptp' and 'cp' drafts; method "
                              f"{self.method!r} does not take it (vLLM's own context matching is method 'ngram')")
+        if getattr(self, CONFIDENCE_FIELD, None) is not None:
+            raise ValueError(f"speculative_config.{CONFIDENCE_FIELD} is a vllm-ptp setting of 'ptp' and 'cp' "
+                             f"drafts; method {self.method!r} does not take it")
         return vllm_post_init(self)
     self.method = method
+    self.min_draft_confidence = check_threshold(self.min_draft_confidence)
     hybrid = HybridSettings.from_fields(self.hybrid, self.prompt_lookup_min or None, self.prompt_lookup_max or None)
     _set_up_ours(self, method, vllm_post_init)
     if hybrid is not None:  # vLLM zeroes the prompt-lookup lengths of methods other than ngram: they are the hybrid's

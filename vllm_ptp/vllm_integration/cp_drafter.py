@@ -16,6 +16,7 @@ class VllmCPDrafter:
         self.vocab_size = vllm_config.model_config.get_vocab_size()
         self.device = device
         self.proposer = CPProposer(spec.model, device=device, dtype=vllm_config.model_config.dtype)
+        self._confidence: torch.Tensor | None = None
 
     def load_model(self, target_model: torch.nn.Module) -> None:
         # the heads borrow the target's embedding and LM head
@@ -50,8 +51,15 @@ class VllmCPDrafter:
             return_probs=not sampling_metadata.all_greedy)  # greedy verification never reads draft probabilities
         for j, draft in zip(active, ids.tolist()):
             drafts[j] = draft
+        self._confidence = torch.zeros(len(sampled_token_ids), k, device=self.device)
+        self._confidence[idx] = self.proposer.last_confidence
         if probs is None:
             return drafts, None
         all_probs = torch.zeros(len(sampled_token_ids), k, self.vocab_size, dtype=torch.float32, device=self.device)
         all_probs[idx] = probs
         return drafts, all_probs
+
+    def take_last_confidence(self) -> torch.Tensor | None:
+        """[R, k] the heads' top probability at each drafted position of the last step (draft_confidence), once."""
+        confidence, self._confidence = self._confidence, None
+        return confidence

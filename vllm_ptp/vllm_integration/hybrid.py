@@ -20,8 +20,9 @@ def context_matcher(vllm_config) -> ContextMatcher | None:
                           vllm_config.scheduler_config.max_num_seqs)
 
 
-def overlay_on_ptp_drafts(runner, matcher: ContextMatcher, drafts: torch.Tensor, sampled_token_ids) -> torch.Tensor:
-    """PTP drafts. vLLM's padded drafting (its default) proposes before the runner's bookkeeping, from the sampled
+def overlay_on_ptp_drafts(runner, matcher: ContextMatcher, drafts: torch.Tensor, sampled_token_ids
+                          ) -> tuple[torch.Tensor, list[int]]:
+    """PTP drafts -> (drafts with the matches first, each row's matched length). vLLM's padded drafting (its default) proposes before the runner's bookkeeping, from the sampled
     tokens as a tensor (-1: rejected slots): each row's history is then the token table plus those tokens. Without
     padding it proposes after the bookkeeping, from lists, and the table already holds them. Rows in a partial
     prefill draft nothing that is kept; they are skipped."""
@@ -35,16 +36,22 @@ def overlay_on_ptp_drafts(runner, matcher: ContextMatcher, drafts: torch.Tensor,
                             new_tokens if before_bookkeeping else None)
     ids, probs = overlay_matches(drafts[:batch], runner._draft_probs, matches)
     runner._draft_probs = probs
-    return torch.cat([ids, drafts[batch:]]) if batch < drafts.shape[0] else ids
+    matched = matched_lengths(matches, drafts.shape[1]) + [0] * (drafts.shape[0] - batch)
+    return (torch.cat([ids, drafts[batch:]]) if batch < drafts.shape[0] else ids), matched
 
 
 def overlay_on_cp_drafts(runner, matcher: ContextMatcher, drafts: list[list[int]], probs: torch.Tensor | None):
-    """CP drafts after the runner's bookkeeping: the token table already holds this step's tokens."""
+    """CP drafts after the runner's bookkeeping: the token table already holds this step's tokens
+    -> (drafts with the matches first, their probabilities, each row's matched length)."""
     active = [bool(d) for d in drafts]
     if not any(active):
-        return drafts, probs
+        return drafts, probs, [0] * len(drafts)
     matches = matcher.match(runner.input_batch.token_ids_cpu, runner.input_batch.num_tokens_no_spec, active)
     k = max(len(d) for d in drafts)
     ids = torch.tensor([d if d else [0] * k for d in drafts])
     ids, probs = overlay_matches(ids, probs, matches)
-    return [row if drafts[i] else [] for i, row in enumerate(ids.tolist())], probs
+    return [row if drafts[i] else [] for i, row in enumerate(ids.tolist())], probs, matched_lengths(matches, k)
+
+
+def matched_lengths(matches: list[list[int]], k: int) -> list[int]:
+    return [min(len(m), k) for m in matches]

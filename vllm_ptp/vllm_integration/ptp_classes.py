@@ -15,6 +15,7 @@ from vllm.v1.spec_decode.eagle import EagleProposer
 from vllm_ptp.models.checkpoint import CONFIG_FILE, check_fingerprint
 from vllm_ptp.models.ptp_config import PTPConfig
 from vllm_ptp.models.ptp_draft import PTPConditioning
+from vllm_ptp.proposers.draft_confidence import top_probability
 from vllm_ptp.proposers.ptp_proposer import draw_uniforms, pick_drafts
 from vllm_ptp.vllm_integration.tensor_parallel import whole_vocab_rows
 
@@ -51,6 +52,7 @@ class PTPProposer(EagleProposer):
 
     _ptp_u: torch.Tensor | None = None
     _ptp_sampling = None
+    _ptp_confidence: torch.Tensor | None = None
 
     def load_model(self, target_model) -> None:
         super().load_model(target_model)
@@ -97,4 +99,13 @@ class PTPProposer(EagleProposer):
     def _sample_draft_tokens(self, hidden_states, sampling_metadata):
         logits = self.model.compute_logits(hidden_states)
         m = sampling_metadata
+        if getattr(self.speculative_config, "min_draft_confidence", None) is not None:
+            B, K = self._ptp_u.shape
+            temperature = None if m.temperature is None else m.temperature[:B].repeat_interleave(K)
+            self._ptp_confidence = top_probability(logits, temperature).view(B, K)
         return pick_drafts(logits, self._ptp_u, m.temperature, m.top_k, m.top_p, return_probs=not m.all_greedy)
+
+    def take_last_confidence(self) -> torch.Tensor | None:
+        """[B, K] the draft's top probability in each slot of the last step (draft_confidence), once."""
+        confidence, self._ptp_confidence = self._ptp_confidence, None
+        return confidence

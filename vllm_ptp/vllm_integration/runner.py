@@ -10,6 +10,7 @@ from; the CPU runner subclasses GPUModelRunner, so these replacements serve both
 from __future__ import annotations
 
 from vllm_ptp.engine_settings import EngineSettings
+from vllm_ptp.proposers.draft_confidence import keep_confident
 from vllm_ptp.vllm_integration.cp_drafter import VllmCPDrafter
 from vllm_ptp.vllm_integration.draft_timer import DraftTimer
 from vllm_ptp.vllm_integration.hybrid import context_matcher, overlay_on_cp_drafts, overlay_on_ptp_drafts
@@ -19,15 +20,19 @@ from vllm_ptp.vllm_integration.registry import original
 
 def runner_init(self, vllm_config, device):
     """Replaces GPUModelRunner.__init__."""
-    vllm_init = original("GPUModelRunner.__init__")
     spec = vllm_config.speculative_config
+    if is_ours(spec) and spec.min_draft_confidence is not None and vllm_config.scheduler_config.async_scheduling:
+        # Async scheduling books k placeholder drafts per request before the drafts exist: rows cannot be shorter.
+        raise ValueError("speculative_config.min_draft_confidence drafts rows of different lengths, which needs "
+                         "async scheduling off: start the engine with --no-async-scheduling")
     settings = EngineSettings.from_additional_config(vllm_config.additional_config)
     self._vllm_ptp_draft_timer = DraftTimer(settings.draft_time_file)
     self._vllm_ptp_fix_sampler = is_ours(spec) or settings.fix_cpu_sampler_for_all
     self._vllm_ptp_matcher = None
     if not is_ours(spec):
-        return vllm_init(self, vllm_config, device)
+        return original("GPUModelRunner.__init__")(self, vllm_config, device)
     self._vllm_ptp_matcher = context_matcher(vllm_config)
+    vllm_init = original("GPUModelRunner.__init__")
     from vllm.v1.worker import gpu_model_runner as runner_module
     if serves_ptp(spec):
         from vllm_ptp.vllm_integration.ptp_classes import PTPProposer
@@ -60,18 +65,40 @@ def propose_draft_token_ids(self, scheduler_output, sampled_token_ids, sampling_
             drafts = original("GPUModelRunner.propose_draft_token_ids")(
                 self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states, sample_hidden_states,
                 aux_hidden_states, spec_decode_metadata, common_attn_metadata, slot_mappings)
+            if not is_ours(self.speculative_config):
+                return drafts
+            learned, matched = drafts, [0] * drafts.shape[0]
             if matcher is not None:
-                drafts = overlay_on_ptp_drafts(self, matcher, drafts, sampled_token_ids)
-            return drafts
+                drafts, matched = overlay_on_ptp_drafts(self, matcher, drafts, sampled_token_ids)
+            return keep_confident_drafts(self, drafts.tolist(), learned.tolist(), matched) \
+                if _confidence_threshold(self) is not None else drafts
         num_draft = spec_decode_metadata.num_draft_tokens if spec_decode_metadata is not None else None
         draft_ids, draft_probs = self.drafter.propose(
             sampled_token_ids, sample_hidden_states, num_draft, sampling_metadata,
             scheduler_output.num_spec_tokens_to_schedule)
+        learned, matched = draft_ids, [0] * len(draft_ids)
         if matcher is not None:
-            draft_ids, draft_probs = overlay_on_cp_drafts(self, matcher, draft_ids, draft_probs)
+            draft_ids, draft_probs, matched = overlay_on_cp_drafts(self, matcher, draft_ids, draft_probs)
+        if _confidence_threshold(self) is not None:
+            draft_ids = keep_confident_drafts(self, draft_ids, learned, matched)
         self._draft_probs = draft_probs
         self._draft_prob_req_ids = self.input_batch.req_ids.copy() if draft_probs is not None else None
         return draft_ids
+
+
+def _confidence_threshold(self) -> float | None:
+    return getattr(self.speculative_config, "min_draft_confidence", None)
+
+
+def keep_confident_drafts(self, drafts: list[list[int]], learned: list[list[int]], matched: list[int]
+                          ) -> list[list[int]]:
+    """Each row's draft up to its first position the draft is unsure of (draft_confidence). Rows of a variable
+    length go to the scheduler as lists, as vLLM's ngram drafts do; the rejection sampler reads each row's leading
+    draft probabilities."""
+    confidence = self.drafter.take_last_confidence()
+    if confidence is None:
+        return drafts
+    return keep_confident(drafts, learned, confidence.cpu(), matched, _confidence_threshold(self))
 
 
 def input_fits_in_drafter(self, common_attn_metadata):

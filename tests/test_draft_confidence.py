@@ -1,0 +1,106 @@
+"""speculative_config "min_draft_confidence": each row's draft stops at its first position the draft is unsure of.
+
+Greedy output stays plain vLLM's while rows of different lengths (none, some, all of k) verify together; sampled
+tokens keep the target's distribution (chi-square); the cut depends only on the draft; a bad setting fails at
+start-up."""
+import pytest
+import torch
+from test_hybrid import PROMPTS
+from test_sampling_lossless import ALPHA, PROMPT, SAMPLES, TOP_K, exact_joint, marginal, p_value
+from vllm_runs import generate
+
+from vllm_ptp.proposers.draft_confidence import check_threshold, keep_confident, top_probability
+
+# About the median top probability of the tiny drafts' first slot: some rows keep nothing, some one or more.
+THRESHOLD = 0.05
+
+
+def test_a_row_stops_at_its_first_unsure_position():
+    confidence = torch.tensor([[0.9, 0.5, 0.9], [0.2, 0.9, 0.9], [0.04, 0.99, 0.99], [0.9, 0.9, 0.9]])
+    drafts = [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]]
+    # chained: 0.9, 0.45, 0.405 | 0.2, 0.18, 0.162 | 0.04 ... | 0.9, 0.81, 0.729
+    assert keep_confident(drafts, drafts, confidence, [0] * 4, 0.3) == [[1, 2, 3], [], [], [10, 11, 12]]
+    assert keep_confident(drafts, drafts, confidence, [0] * 4, 0.17) == [[1, 2, 3], [4, 5], [], [10, 11, 12]]
+
+
+def test_context_matches_are_kept_and_learned_positions_after_them_need_agreement():
+    confidence = torch.full((3, 3), 0.9)
+    learned = [[1, 2, 3], [1, 2, 3], [1, 2, 3]]
+    drafts = [[1, 2, 3], [7, 2, 3], [7, 8, 9]]  # row 0 matched and agreed, row 1 matched a token it had not picked
+    assert keep_confident(drafts, learned, confidence, [2, 1, 3], 0.5) == [[1, 2, 3], [7], [7, 8, 9]]
+    low = torch.full((3, 3), 0.01)
+    assert keep_confident(drafts, learned, low, [2, 1, 3], 0.5) == [[1, 2], [7], [7, 8, 9]]
+
+
+def test_top_probability_reads_greedy_rows_at_temperature_one():
+    logits = torch.tensor([[2.0, 0.0, 0.0], [2.0, 0.0, 0.0]])
+    at_one = logits.softmax(-1).amax(-1)
+    got = top_probability(logits, torch.tensor([0.0, 0.5]))
+    assert torch.allclose(got[0], at_one[0]) and torch.allclose(got[1], (logits[1] / 0.5).softmax(-1).amax())
+    assert torch.allclose(top_probability(logits, None), at_one)
+
+
+@pytest.mark.parametrize("value", [0, 1, 1.5, -0.1, "0.2", True])
+def test_threshold_outside_zero_one_is_refused(value):
+    with pytest.raises(ValueError, match="min_draft_confidence: expected a number in \\(0, 1\\)"):
+        check_threshold(value)
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"min_draft_confidence": 2}, "expected a number in \\(0, 1\\)"),
+    ({"min_draft_confidence": "high"}, "min_draft_confidence"),
+])
+def test_bad_threshold_fails_at_configuration(tiny_target, tiny_ptp, config, message):
+    from vllm.engine.arg_utils import EngineArgs
+    with pytest.raises(Exception, match=message):
+        EngineArgs(model=str(tiny_target), dtype="float32", enforce_eager=True, max_model_len=256,
+                   speculative_config={"model": str(tiny_ptp), **config}).create_engine_config()
+
+
+def test_threshold_is_refused_for_methods_that_are_not_ours(tiny_target):
+    from vllm.engine.arg_utils import EngineArgs
+    with pytest.raises(Exception, match="min_draft_confidence is a vllm-ptp setting"):
+        EngineArgs(model=str(tiny_target), dtype="float32", enforce_eager=True, max_model_len=256,
+                   speculative_config={"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3,
+                                       "min_draft_confidence": 0.1}).create_engine_config()
+
+
+def test_threshold_needs_async_scheduling_off():
+    """The CPU backend always schedules synchronously, so the check is driven with the config a GPU engine has."""
+    from types import SimpleNamespace
+
+    from vllm_ptp.vllm_integration.runner import runner_init
+    spec = SimpleNamespace(method="cp", hybrid=None, min_draft_confidence=0.1)
+    config = SimpleNamespace(speculative_config=spec, additional_config={},
+                             scheduler_config=SimpleNamespace(async_scheduling=True))
+    with pytest.raises(ValueError, match="--no-async-scheduling"):
+        runner_init(SimpleNamespace(), config, "cpu")
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("draft", ["tiny_ptp", "tiny_cp"])
+def test_greedy_output_identical_with_rows_of_every_length(tiny_target, draft, request):
+    from vllm import SamplingParams
+    draft = str(request.getfixturevalue(draft))
+    params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
+    plain = generate(tiny_target, PROMPTS, params)
+    every = generate(tiny_target, PROMPTS, params, {"model": draft, "num_speculative_tokens": 3})
+    cut = generate(tiny_target, PROMPTS, params, {"model": draft, "num_speculative_tokens": 3,
+                                                  "min_draft_confidence": THRESHOLD})
+    assert cut.outputs == plain.outputs
+    assert every.draft_tokens == 3 * every.drafts
+    assert 0 < cut.draft_tokens < 3 * cut.drafts, "no row was cut short, or none drafted at all"
+    assert cut.draft_tokens < every.draft_tokens / 2
+    assert cut.accepted > 0
+
+
+@pytest.mark.engine
+def test_sampled_tokens_follow_the_target_distribution_with_rows_cut(tiny_target, tiny_ptp):
+    from vllm import SamplingParams
+    sampled = SamplingParams(temperature=1.0, top_k=TOP_K, max_tokens=3, ignore_eos=True)
+    spec = generate(tiny_target, [PROMPT] * SAMPLES, sampled,
+                    {"model": str(tiny_ptp), "num_speculative_tokens": 3, "min_draft_confidence": THRESHOLD})
+    assert spec.accepted > 0 and 0 < spec.draft_tokens < 3 * spec.drafts
+    joint = exact_joint(tiny_target)
+    assert p_value([tuple(o[:2]) for o in spec.outputs], marginal(joint, (0, 1))) > ALPHA
+    assert p_value([tuple(o[1:3]) for o in spec.outputs], marginal(joint, (1, 2))) > ALPHA
