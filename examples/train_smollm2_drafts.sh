@@ -9,7 +9,7 @@ bash "$root/examples/setup_venv.sh"
 cd "$root"
 export HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1
 STEPS=${STEPS:-4000}
-common=(--teacher-dir runs/teacher_train --heads 3 --steps "$STEPS" --batch-size 128 --seed 0)
+common=(--teacher-dir runs/teacher_train --heads 3 --steps "$STEPS" --batch-size 128 --save-every 500 --seed 0)
 for rank in 8 1; do
   .venv/bin/vllm-ptp train cp "${common[@]}" --rank $rank --out runs/cp_smollm2_r$rank
   cp runs/cp_smollm2_r$rank/{config.json,model.safetensors,README.md,train_log.jsonl} examples/drafts/cp_smollm2_r$rank/

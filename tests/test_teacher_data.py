@@ -73,6 +73,10 @@ def test_shards_are_read_back_one_sequence_at_a_time(tiny_target, tmp_path):
             s += 1
     assert data.completion_tokens == sum(len(c) for n in (5, 3) for c in sequences_record(n)["completions"])
     assert len(load_ptp_teacher_data(tmp_path, max_shards=1).prompt_lens) == 5
+    # heads on the final state read single rows anywhere in the token stream, across shards
+    every_final = torch.cat([shard["final"] for shard in shards])
+    positions = torch.randperm(len(data.tokens), generator=torch.Generator().manual_seed(0))[:50]
+    assert torch.equal(data.final_rows(positions), every_final[positions])
 
 
 def test_a_teacher_folder_refuses_other_settings(tmp_path):

@@ -32,7 +32,7 @@ def cmd_train_cp(a: argparse.Namespace) -> None:
     train_cp(CPTrainArgs(target=target, data_dir=str(teacher_dir), out=a.out, rank=a.rank, heads=a.heads,
                          steps=a.steps, batch_size=a.batch_size, lr=a.lr, balance_weight=a.balance_weight,
                          draft_vocab_size=a.draft_vocab, seed=a.seed, device=a.device, max_hours=a.max_hours,
-                         command=a.command_line))
+                         save_every=a.save_every, command=a.command_line))
     print(f"checkpoint written to {a.out}")
 
 
@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     cp.add_argument("--balance-weight", type=float, default=d["balance_weight"])
     cp.add_argument("--draft-vocab", type=int, default=d["draft_vocab_size"])
     cp.add_argument("--max-hours", type=float, help="stop after this long; the same command resumes")
+    cp.add_argument("--save-every", type=int, default=d["save_every"],
+                    help="steps between held-out evaluations and saved training states")
     cp.set_defaults(func=cmd_train_cp)
 
     medusa = kinds.add_parser("medusa", help="Medusa heads, served by vLLM's own `method: medusa` (baseline)")

@@ -40,3 +40,11 @@ class EngineSettings:
     def additional_config(self) -> dict:
         """What to pass as vLLM's additional_config for these settings."""
         return {KEY: {k: v for k, v in asdict(self).items() if v != getattr(EngineSettings, k)}}
+
+
+def cpu_kv_cache_budget(gib: int) -> dict:
+    """vLLM engine arguments for a fixed KV-cache budget of `gib` GiB on a machine without CUDA (VLLM_CPU_KVCACHE_SPACE
+    still wins): vLLM's CPU default reserves most of the RAM and refuses to start when anything else runs. {} on a GPU,
+    where vLLM's own memory share applies."""
+    import torch
+    return {} if torch.cuda.is_available() else {"kv_cache_memory_bytes": gib << 30}

@@ -9,9 +9,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from vllm_ptp.engine_settings import EngineSettings
+from vllm_ptp.engine_settings import EngineSettings, cpu_kv_cache_budget
 
 
 @dataclass
@@ -65,9 +63,7 @@ CPU_KV_CACHE_GIB = 2
 def make_engine(target: str, speculative_config: dict | None = None, dtype: str = "auto", max_model_len: int | None = None,
                 seed: int = 0, **kwargs):
     from vllm import LLM
-    if not torch.cuda.is_available():
-        # A fixed KV budget (VLLM_CPU_KVCACHE_SPACE still wins): vLLM's CPU default reserves most of the RAM.
-        kwargs.setdefault("kv_cache_memory_bytes", CPU_KV_CACHE_GIB << 30)
+    kwargs = {**cpu_kv_cache_budget(CPU_KV_CACHE_GIB), **kwargs}
     return LLM(model=str(target), dtype=dtype, max_model_len=max_model_len, seed=seed, disable_log_stats=False,
                speculative_config=speculative_config, **kwargs)
 

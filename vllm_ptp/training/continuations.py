@@ -3,18 +3,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
+from vllm_ptp.engine_settings import cpu_kv_cache_budget
 
 CPU_KV_CACHE_GIB = 8
 
 
 def teacher_engine(target: str | Path, max_model_len: int, seed: int, max_num_seqs: int | None = None):
     from vllm import LLM
-    kwargs = {} if max_num_seqs is None else {"max_num_seqs": max_num_seqs}
-    if not torch.cuda.is_available():
-        # A fixed KV budget (VLLM_CPU_KVCACHE_SPACE still wins): vLLM's CPU default reserves most of the RAM and
-        # refuses to start when anything else runs.
-        kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_GIB << 30
+    kwargs = cpu_kv_cache_budget(CPU_KV_CACHE_GIB) | ({} if max_num_seqs is None else {"max_num_seqs": max_num_seqs})
     return LLM(model=str(target), dtype="bfloat16", max_model_len=max_model_len, seed=seed, enforce_eager=True,
                **kwargs)
 

@@ -25,7 +25,8 @@ class CPTrainArgs(TrainArgs):
     heads: int = 3
     balance_weight: float = 0.01
     adapter_dim: int = 64
-    eval_fraction: float = 0.03  # the PTP draft's, so both hold out the same sequences
+    eval_fraction: float = 0.03  # with eval_max_sequences the PTP draft's: both hold out the same sequences
+    eval_max_sequences: int = 96
 
 
 def train_cp(args: CPTrainArgs) -> Path:
@@ -39,7 +40,7 @@ def train_cp(args: CPTrainArgs) -> Path:
     draft_vocab, coverage = data.draft_vocabulary(V, args.draft_vocab_size)
     to_draft = torch.full((V,), -1, dtype=torch.long)
     to_draft[draft_vocab] = torch.arange(len(draft_vocab))
-    train_seq, eval_seq = data.split(args.eval_fraction, args.seed)
+    train_seq, eval_seq = data.split(args.eval_fraction, args.seed, args.eval_max_sequences)
     train, held_out = (build_head_examples(data, seq, args.heads) for seq in (train_seq, eval_seq))
 
     config = CPConfig(hidden_size=embed.shape[1], vocab_size=V, num_heads=args.heads, rank=args.rank,
