@@ -6,8 +6,8 @@ import pytest
 from vllm_ptp.bench.compare import BenchConfig, parse_methods, run_bench
 
 FIELDS = {"method", "dataset", "temperature", "batch_size", "tokens_per_second", "tokens_per_second_runs", "speedup",
-          "acceptance_length", "acceptance_per_position", "draft_time_share", "greedy_identical", "output_tokens",
-          "seconds"}
+          "acceptance_length", "tokens_per_step", "acceptance_per_position", "draft_time_share", "greedy_identical",
+          "output_tokens", "seconds"}
 
 
 def test_bench_end_to_end(tiny_target, tiny_cp, tiny_ptp, tmp_path):
@@ -24,10 +24,11 @@ def test_bench_end_to_end(tiny_target, tiny_cp, tiny_ptp, tmp_path):
         assert set(row) == FIELDS
         assert len(row["tokens_per_second_runs"]) == 2 and row["output_tokens"] > 0
     for row in rows[0], rows[3]:
-        assert row["speedup"] == 1.0 and row["acceptance_length"] == 1.0
+        assert row["speedup"] == 1.0 and row["acceptance_length"] == row["tokens_per_step"] == 1.0
         assert row["draft_time_share"] is None and row["greedy_identical"] is None
     for row in rows[1:3] + rows[4:]:
         assert len(row["acceptance_per_position"]) == 2 and row["acceptance_length"] > 1.0
+        assert 1.0 < row["tokens_per_step"] <= row["acceptance_length"]  # our drafts draft at every step
         assert 0.0 < row["draft_time_share"] < 1.0
         assert row["greedy_identical"] is True  # float32 greedy: lossless
     assert "| sharegpt | 0 | 2 | ptp |" in (tmp_path / "bench.md").read_text()

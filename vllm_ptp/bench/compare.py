@@ -4,9 +4,11 @@ Each method gets a fresh vLLM engine (vLLM's default multiprocess engine, eager 
 thread binding, NUMBA_NUM_THREADS=1) per repeat, and that engine runs every setting (prompt set x temperature x batch
 size) in turn; the method order is rotated between repeats so no method always runs first or last. Reported per
 method and setting: output tokens/s (mean over repeats), speed-up over no speculation in the same setting, mean
-acceptance length (1 + accepted drafts per verifying step), per-position acceptance, the share of the run's wall time
-spent drafting (the runner's propose step, for every method), and whether greedy outputs are identical to no
-speculation, checked in a separate float32 engine (bf16 verification flips near-ties; background.md §3). vLLM 0.32's
+acceptance length (1 + accepted drafts per verifying step), tokens per step (output tokens per request-step, drafting
+or not: vLLM's ngram verifies only where it matched, so its acceptance length alone flatters it), per-position
+acceptance, the share of the run's wall time spent drafting (the runner's propose step, for every method), and whether
+greedy outputs are identical to no speculation, checked in a separate float32 engine (bf16 verification flips
+near-ties; background.md §3). vLLM 0.32's
 CPU rejection sampler verifies sampled requests against uninitialised temperatures; vllm-ptp fixes that for its own
 methods, and the bench turns the fix on for every method so that T > 0 compares like with like.
 Methods are 'none', 'ngram[:k]' or 'NAME=DRAFT_DIR[:k][+ngram][@C]': vLLM recognises the draft's kind from its
@@ -112,6 +114,7 @@ class Row:
     tokens_per_second_runs: list[float]
     speedup: float
     acceptance_length: float
+    tokens_per_step: float  # output tokens per request per target step, drafting or not: comparable across methods
     acceptance_per_position: list[float]
     draft_time_share: float | None
     greedy_identical: bool | None  # float32, T = 0, against no speculation; None: not checked / no speculation
@@ -240,15 +243,17 @@ def _rows(methods, settings, runs, identical) -> list[Row]:
             seconds = sum(r.seconds for r in rs)
             drafting = [r.draft_seconds for r in rs if r.draft_seconds is not None]
             mean_tps = sum(tps) / len(tps)
+            output = sum(r.output_tokens for r in rs)  # each request-step emits 1 + its accepted drafts
             rows.append(Row(
                 method=method.name, dataset=dataset, temperature=temperature, batch_size=batch,
                 tokens_per_second=round(mean_tps, 2), tokens_per_second_runs=[round(x, 2) for x in tps],
                 speedup=round(mean_tps / base_tps, 3) if base_tps else float("nan"),
                 acceptance_length=round(1 + accepted / drafts, 3) if drafts else 1.0,
+                tokens_per_step=round(output / (output - accepted), 3) if output > accepted else 1.0,
                 acceptance_per_position=[round(x, 3) for x in per_pos],
                 draft_time_share=round(sum(drafting) / seconds, 3) if drafting and seconds else None,
                 greedy_identical=identical.get((method.name, dataset)),
-                output_tokens=sum(r.output_tokens for r in rs), seconds=round(seconds, 1)))
+                output_tokens=output, seconds=round(seconds, 1)))
     return rows
 
 
@@ -294,14 +299,14 @@ def plot(rows: list[Row], path: Path) -> None:
 
 
 def markdown_table(rows: list[Row]) -> str:
-    lines = ["| dataset | T | batch | method | tokens/s | speed-up | acceptance length | per-position acceptance "
-             "| draft time | greedy identical (fp32) |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| dataset | T | batch | method | tokens/s | speed-up | acceptance length | tokens / step "
+             "| per-position acceptance | draft time | greedy identical (fp32) |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         share = "" if r.draft_time_share is None else f"{r.draft_time_share:.0%}"
         same = "" if r.greedy_identical is None else ("yes" if r.greedy_identical else "NO")
         lines.append(f"| {r.dataset} | {r.temperature:g} | {r.batch_size} | {r.method} | {r.tokens_per_second:.1f} "
-                     f"| {r.speedup:.2f}x | {r.acceptance_length:.2f} "
+                     f"| {r.speedup:.2f}x | {r.acceptance_length:.2f} | {r.tokens_per_step:.2f} "
                      f"| {', '.join(f'{x:.2f}' for x in r.acceptance_per_position)} | {share} | {same} |")
     return "\n".join(lines)
 
