@@ -95,11 +95,13 @@ def test_greedy_output_identical_with_rows_of_every_length(tiny_target, draft, r
 
 
 @pytest.mark.engine
-def test_sampled_tokens_follow_the_target_distribution_with_rows_cut(tiny_target, tiny_ptp):
+@pytest.mark.parametrize("draft", ["tiny_ptp", "tiny_cp"])
+def test_sampled_tokens_follow_the_target_distribution_with_rows_cut(tiny_target, draft, request):
     from vllm import SamplingParams
     sampled = SamplingParams(temperature=1.0, top_k=TOP_K, max_tokens=3, ignore_eos=True)
-    spec = generate(tiny_target, [PROMPT] * SAMPLES, sampled,
-                    {"model": str(tiny_ptp), "num_speculative_tokens": 3, "min_draft_confidence": THRESHOLD})
+    spec = generate(tiny_target, [PROMPT] * SAMPLES, sampled, {"model": str(request.getfixturevalue(draft)),
+                                                                "num_speculative_tokens": 3,
+                                                                "min_draft_confidence": THRESHOLD})
     assert spec.accepted > 0 and 0 < spec.draft_tokens < 3 * spec.drafts
     joint = exact_joint(tiny_target)
     assert p_value([tuple(o[:2]) for o in spec.outputs], marginal(joint, (0, 1))) > ALPHA
