@@ -53,7 +53,9 @@ def test_bench_config_errors(tmp_path):
     with pytest.raises(ValueError, match="unique"):
         parse_methods(["none", "none"])
     with pytest.raises(ValueError, match="'@C' needs a number"):
-        parse_methods([f"x={tmp_path}@high"])
+        parse_methods([f"x={tmp_path}@0.5.5"])
+    with pytest.raises(ValueError, match="cannot read .*ptp@v2/config.json"):
+        parse_methods([f"x={tmp_path}/ptp@v2:3"])  # an '@' in a folder's name is the folder's
 
 
 def test_bench_method_with_hybrid_and_confidence(tiny_ptp, tmp_path):

@@ -85,7 +85,7 @@ def cmd_train_medusa(a: argparse.Namespace) -> None:
     train_medusa(MedusaTrainArgs(
         target=target, data_dir=str(teacher_dir), out=a.out, heads=a.heads, blocks=a.blocks, loss=a.loss,
         steps=a.steps, batch_size=a.batch_size, lr=a.lr, draft_vocab_size=a.draft_vocab, seed=a.seed,
-        device=a.device, max_hours=a.max_hours, command=a.command_line))
+        device=a.device, max_hours=a.max_hours, save_every=a.save_every, command=a.command_line))
     print(f"checkpoint written to {a.out}")
 
 
@@ -117,13 +117,19 @@ def cmd_train_eagle3(a: argparse.Namespace) -> None:
 def _teacher_data(a: argparse.Namespace):
     """The PTP teacher data, shared by every kind of draft (heads on the final state read only its final states):
     an existing --teacher-dir is used as it is; otherwise made or completed in the teacher folder."""
+    import json
+
     from vllm_ptp.training.ptp_data import generate_ptp_teacher_data
     target, teacher_dir, conversations = _training_inputs(a)
     if a.teacher_dir and (teacher_dir / "meta.json").exists():
         # an existing folder (e.g. from `vllm-ptp teacher`, maybe still growing) is used as it is
         print(f"training on the teacher data already in {teacher_dir}")
     else:
-        aux_layers = _aux_layers(target, getattr(a, "aux_layers", None))
+        meta = teacher_dir / "meta.json"
+        given = getattr(a, "aux_layers", None)
+        # completing a folder keeps its layers unless others are asked for (then check_meta refuses the mix)
+        aux_layers = json.loads(meta.read_text())["aux_layers"] if meta.exists() and not given else \
+            _aux_layers(target, given)
         generate_ptp_teacher_data(_teacher_settings(a, target, aux_layers), conversations, teacher_dir, a.device)
     if getattr(a, "teacher_only", False):
         print(f"teacher data in {teacher_dir}")
@@ -160,9 +166,14 @@ def cmd_eval_draft(a: argparse.Namespace) -> None:
         raise SystemExit(f"{a.data}/meta.json: states of layers {data.aux_layers}, the draft reads "
                          f"{draft.config.aux_layer_ids}")
     k = a.k or draft.config.num_slots
+    from vllm_ptp.proposers.draft_confidence import check_threshold
+    try:
+        thresholds = tuple(check_threshold(c) for c in a.min_draft_confidence)
+    except ValueError as e:
+        raise SystemExit(f"--min-draft-confidence: {e}") from None
     results = {name: r.summary() for name, r in
                draft_acceptance(draft, teacher_sequences(data, max_tokens=a.max_tokens), lm_head, k,
-                                tuple(a.min_draft_confidence)).items()}
+                                thresholds).items()}
     print(json.dumps({"draft": a.draft, "data": a.data, "k": k, "acceptance": results}, indent=2))
 
 
@@ -249,6 +260,8 @@ def main(argv: list[str] | None = None) -> None:
     medusa.add_argument("--draft-vocab", type=int, default=d["draft_vocab_size"],
                         help="tokens the training softmax runs over (the heads always score the full vocabulary)")
     medusa.add_argument("--max-hours", type=float, help="stop after this long; the same command resumes")
+    medusa.add_argument("--save-every", type=int, default=d["save_every"],
+                        help="steps between held-out evaluations and saved training states")
     medusa.set_defaults(func=cmd_train_medusa)
 
     ptp = kinds.add_parser("ptp", help="Parallel Token Prediction draft (EAGLE-3 layout + auxiliary variables)")
@@ -297,7 +310,9 @@ def main(argv: list[str] | None = None) -> None:
     evaluate.add_argument("--threads", type=int, help="torch threads")
     evaluate.add_argument("--min-draft-confidence", type=float, nargs="*", default=[], metavar="C",
                           help="also score these values of speculative_config.min_draft_confidence: drafts verified "
-                               "and accepted per step when each row stops where the draft is less sure than C")
+                               "and accepted per step when each row stops where the draft is less sure than C (at "
+                               "T > 0 an estimate: the later slots read u's of the teacher's tokens, not the "
+                               "draft's own picks)")
     evaluate.set_defaults(func=cmd_eval_draft)
 
     compat = sub.add_parser("compat-probe", help="look up every vLLM internal vllm-ptp touches in another vLLM's "

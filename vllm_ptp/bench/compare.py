@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import platform
+import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -99,9 +100,10 @@ def _split_hybrid(rest: str) -> tuple[str, str]:
 
 
 def _split_confidence(rest: str) -> tuple[str, str]:
-    """'DIR[:k][+ngram]@C' -> ('DIR[:k][+ngram]', '@C'); a '@' inside the folder's path is left alone."""
+    """'DIR[:k][+ngram]@C' -> ('DIR[:k][+ngram]', '@C') when C is written as a number (digits, '.', exponent);
+    any other '@' belongs to the folder's name."""
     head, at, tail = rest.rpartition("@")
-    return (head, at + tail) if at and "/" not in tail else (rest, "")
+    return (head, at + tail) if at and re.fullmatch(r"[0-9.eE+-]+", tail) else (rest, "")
 
 
 @dataclass
@@ -114,7 +116,8 @@ class Row:
     tokens_per_second_runs: list[float]
     speedup: float
     acceptance_length: float
-    tokens_per_step: float  # output tokens per request per target step, drafting or not: comparable across methods
+    tokens_per_step: float  # output tokens per request-step, drafting or not (about: vLLM counts drafts accepted
+    # past a request's stop): comparable across methods
     acceptance_per_position: list[float]
     draft_time_share: float | None
     greedy_identical: bool | None  # float32, T = 0, against no speculation; None: not checked / no speculation

@@ -64,6 +64,8 @@ def make_engine(target: str, speculative_config: dict | None = None, dtype: str 
                 seed: int = 0, **kwargs):
     from vllm import LLM
     kwargs = {**cpu_kv_cache_budget(CPU_KV_CACHE_GIB), **kwargs}
+    if speculative_config and ({"hybrid", "min_draft_confidence"} & set(speculative_config)):
+        kwargs.setdefault("async_scheduling", False)  # both need it off (vLLM turns it on for EAGLE on GPU)
     return LLM(model=str(target), dtype=dtype, max_model_len=max_model_len, seed=seed, disable_log_stats=False,
                speculative_config=speculative_config, **kwargs)
 

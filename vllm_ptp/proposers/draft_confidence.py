@@ -8,9 +8,9 @@ slot 1 is well calibrated (top probability 0.1-0.2: accepted 26%; 0.5-0.7: 73%; 
 A position j is kept while the chained confidence c_1 * ... * c_j (the draft's estimate that positions 1..j are all
 accepted) is at least the threshold; the first position below it ends the row's draft. c_i is the draft's top
 probability in slot i, at the request's temperature (at 1 for greedy requests: their processed distribution is
-one-hot). A position the hybrid mode filled from a context match is always kept; it counts as c = 1 if the
-learned draft had picked the same token there, else 0, since the learned positions after it were drafted on the
-learned draft's own tokens.
+one-hot) and before top-k / top-p. A position the hybrid mode filled from a context match is always kept; it counts
+as c = 1 if the learned draft had picked the same token there, else 0, since the learned positions after it were
+drafted on the learned draft's own tokens.
 
 Lossless: whether a position is verified depends only on the draft's own distributions, never on the target, and
 each kept position is still a pick from the distribution handed to the rejection sampler.

@@ -34,7 +34,8 @@ class MedusaTrainArgs(TrainArgs):
     heads: int = 3
     blocks: int = 1
     loss: str = "ce"  # "ce" | "soft"
-    eval_fraction: float = 0.03  # the PTP draft's, so both hold out the same sequences
+    eval_fraction: float = 0.03  # with eval_max_sequences the PTP draft's: both hold out the same sequences
+    eval_max_sequences: int = 96
 
 
 def head_losses(heads: MedusaHeads, final: Callable[[torch.Tensor], torch.Tensor], positions: torch.Tensor,
@@ -80,7 +81,7 @@ def train_medusa(args: MedusaTrainArgs) -> Path:
     to_vocab = to_vocab.to(device)
 
     # Held out: whole sequences, drawn exactly as the PTP draft draws them.
-    train_seq, eval_seq = data.split(args.eval_fraction, args.seed)
+    train_seq, eval_seq = data.split(args.eval_fraction, args.seed, args.eval_max_sequences)
     train = build_head_examples(data, train_seq, args.heads)
     held_out = build_head_examples(data, eval_seq, args.heads)
 

@@ -22,10 +22,11 @@ def context_matcher(vllm_config) -> ContextMatcher | None:
 
 def overlay_on_ptp_drafts(runner, matcher: ContextMatcher, drafts: torch.Tensor, sampled_token_ids
                           ) -> tuple[torch.Tensor, list[int]]:
-    """PTP drafts -> (drafts with the matches first, each row's matched length). vLLM's padded drafting (its default) proposes before the runner's bookkeeping, from the sampled
-    tokens as a tensor (-1: rejected slots): each row's history is then the token table plus those tokens. Without
-    padding it proposes after the bookkeeping, from lists, and the table already holds them. Rows in a partial
-    prefill draft nothing that is kept; they are skipped."""
+    """PTP drafts -> (drafts with the matches first, each row's matched length). vLLM's padded drafting (its
+    default) proposes before the runner's bookkeeping, from the sampled tokens as a tensor (-1: rejected slots): each
+    row's history is then the token table plus those tokens. Without padding it proposes after the bookkeeping, from
+    lists, and the table already holds them. Rows in a partial prefill draft nothing that is kept; they are
+    skipped."""
     batch = min(drafts.shape[0], runner.input_batch.num_reqs)
     before_bookkeeping = torch.is_tensor(sampled_token_ids)
     new_rows = sampled_token_ids.tolist() if before_bookkeeping else sampled_token_ids
