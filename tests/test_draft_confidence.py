@@ -7,7 +7,7 @@ import pytest
 import torch
 from test_hybrid import PROMPTS
 from test_sampling_lossless import ALPHA, PROMPT, SAMPLES, TOP_K, exact_joint, marginal, p_value
-from vllm_runs import generate
+from vllm_runs import engine_config, generate
 
 from vllm_ptp.proposers.draft_confidence import check_threshold, keep_confident, top_probability
 
@@ -51,18 +51,14 @@ def test_threshold_outside_zero_one_is_refused(value):
     ({"min_draft_confidence": "high"}, "min_draft_confidence"),
 ])
 def test_bad_threshold_fails_at_configuration(tiny_target, tiny_ptp, config, message):
-    from vllm.engine.arg_utils import EngineArgs
     with pytest.raises(Exception, match=message):
-        EngineArgs(model=str(tiny_target), dtype="float32", enforce_eager=True, max_model_len=256,
-                   speculative_config={"model": str(tiny_ptp), **config}).create_engine_config()
+        engine_config(tiny_target, {"model": str(tiny_ptp), **config})
 
 
 def test_threshold_is_refused_for_methods_that_are_not_ours(tiny_target):
-    from vllm.engine.arg_utils import EngineArgs
     with pytest.raises(Exception, match="min_draft_confidence is a vllm-ptp setting"):
-        EngineArgs(model=str(tiny_target), dtype="float32", enforce_eager=True, max_model_len=256,
-                   speculative_config={"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3,
-                                       "min_draft_confidence": 0.1}).create_engine_config()
+        engine_config(tiny_target, {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3,
+                                    "min_draft_confidence": 0.1})
 
 
 def test_threshold_needs_async_scheduling_off():

@@ -12,6 +12,7 @@ import pytest
 import torch
 from test_sampling_lossless import ALPHA, PROMPT, exact_joint, marginal, p_value
 from tiny_models import stdlib_text
+from vllm_runs import engine_config
 
 from vllm_ptp.proposers.context_match import HybridSettings, overlay_matches
 
@@ -64,18 +65,14 @@ def test_matched_drafts_keep_the_target_distribution(tiny_target, tiny_ptp):
     ({"prompt_lookup_max": 3}, "only with \"hybrid\": \"ngram\""),
 ])
 def test_bad_hybrid_settings_fail_at_configuration(tiny_target, tiny_ptp, config, message):
-    from vllm.engine.arg_utils import EngineArgs
     with pytest.raises(Exception, match=message):
-        EngineArgs(model=str(tiny_target), dtype="float32", enforce_eager=True, max_model_len=256,
-                   speculative_config={"model": str(tiny_ptp), **config}).create_engine_config()
+        engine_config(tiny_target, {"model": str(tiny_ptp), **config})
 
 
 def test_hybrid_is_refused_for_methods_that_are_not_ours(tiny_target):
-    from vllm.engine.arg_utils import EngineArgs
     with pytest.raises(Exception, match="vllm-ptp setting of 'ptp' and 'cp'"):
-        EngineArgs(model=str(tiny_target), dtype="float32", enforce_eager=True, max_model_len=256,
-                   speculative_config={"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3,
-                                       "hybrid": "ngram"}).create_engine_config()
+        engine_config(tiny_target, {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3,
+                                    "hybrid": "ngram"})
 
 
 def test_hybrid_settings_default_to_the_bench_ngram_lengths():

@@ -2,12 +2,19 @@
 from vllm_ptp.bench.measure import EngineRun
 from vllm_ptp.bench.measure import generate as _generate
 
-__all__ = ["EngineRun", "generate"]
+__all__ = ["EngineRun", "engine_config", "generate"]
 
 
 def generate(target, prompts, params, speculative_config=None, **kwargs) -> EngineRun:
     kwargs = {"dtype": "float32", "enforce_eager": True, "max_model_len": 512, **kwargs}
     return _generate(target, prompts, params, speculative_config, **kwargs)
+
+
+def engine_config(target, speculative_config: dict):
+    """Only vLLM's configuration step (where our settings are checked), no engine."""
+    from vllm.engine.arg_utils import EngineArgs
+    return EngineArgs(model=str(target), dtype="float32", enforce_eager=True, max_model_len=256,
+                      speculative_config=speculative_config).create_engine_config()
 
 
 def draft_with_target_states(target, draft_dir, prompt: str, output_ids: list[int]):
