@@ -2,23 +2,22 @@
 
 Semantics are those of `vllm_ptp.kernels.reference` (the oracle the tests hold these to):
 
-* Without top-k / top-p (the whole batch; PTP's usual case) `pick` and `cdf_interval` take the chunked path: an
-  (N, S) grid writes each chunk's raw max, its first index and its normaliser; then one program per row combines
-  them into the chunk boundaries B_s (every program with the same arithmetic) and walks only the chunk that holds u
-  (or the token). About one read of the logits, spread over the GPU even for N = 1; the probabilities, when asked
-  for, are written by an (N, S) grid. See `_split_walk_kernel` for the exact interval rule at chunk edges.
-* With top-k / top-p, `pick` is one program per row streaming the logits in blocks. Pass 1 keeps the raw maximum and its first index (the
-  greedy token) and the online softmax normaliser (running max + rescaled sum) of the scaled logits, which NaN or
-  +inf logits turn into NaN: such rows (and rows without a finite logit) give token -1 / probability NaN.
-  With top-k and top-p off the only other pass is the CDF walk in token-id order, which stops at the block holding
-  the picked token: no sort, about 1.5 reads of the row.
-* top-k / top-p are cut at a threshold *value*, found exactly by a 17-ary search on the float32 bit pattern mapped to
-  an ordered integer key (-0.0 mapped to 0.0; the search ends on a representable value): each streaming pass
-  evaluates NPROBE=16 candidate thresholds at once, so at most 8 passes cover the 2^32 keys (the interpreter uses
-  more probes per pass, fewer passes; the result is the same). top-k keeps x with #{x_j > x} < k (= every x >= the
-  k-th largest, ties kept, as `torch.topk` + `<` in the reference); top-p keeps x with
-  sum_{x_j > x, kept by top-k} exp(x_j - m) < p * Z_k (= the smallest most-likely set reaching p, plus ties with its
-  least likely member, as the reference). Rows that use them cost those search passes plus one pass per normaliser.
+* Every call is spread over an (N, S) grid of row chunks, so the whole GPU works even for N = 1. The first kernel
+  writes each chunk's raw max, its first index (the greedy token is the first raw maximum) and its online softmax
+  normaliser (running max + rescaled sum) of the scaled logits, which NaN or +inf logits turn into NaN: such rows (and
+  rows without a finite logit) give token -1 / probability NaN. Without top-k / top-p that is the only full read:
+  one program per row combines the chunk statistics into the chunk boundaries B_s (every program with the same
+  arithmetic) and walks only the chunk that holds u (or the token); the probabilities, when asked for, are written
+  by an (N, S) grid. See `_split_walk_kernel` for the exact interval rule at chunk edges.
+* top-k / top-p are cut at a threshold *value*, found exactly by a (NPROBE+1)-ary search on the float32 bit pattern
+  mapped to an ordered integer key (-0.0 mapped to 0.0; the search ends on a representable value). Each pass tries
+  NPROBE candidate keys at once: every (row, chunk) program counts (top-k) or weighs (top-p) its chunk's tokens
+  above each candidate, and one program per row sums the chunk shares and narrows the range; `search_passes(16)` = 8
+  passes cover the 2^32 keys (the interpreter uses more probes per pass, fewer passes; the result is the same). top-k
+  keeps x with #{x_j > x} < k (= every x >= the k-th largest, ties kept, as `torch.topk` + `<` in the reference);
+  top-p keeps x with sum_{x_j > x, kept by top-k} exp(x_j - m) < p * Z_k (= the smallest most-likely set reaching
+  p, plus ties with its least likely member, as the reference). Each cut then writes its chunks' kept masses, which
+  the walk combines instead of the normalisers.
 * `cdf_interval` runs the same code (one kernel, MODE constexpr) so its boundaries are bit-exact with the pick: the
   walk compares cn(i) = C(i) * (1/Z) > u over tokens with nonzero probability, C the running block cumsum; the
   interval of t is [max_{j<t, p_j>0} cn(j), cn(t)), the last nonzero token's right end is 1, and a u that rounding
@@ -34,7 +33,8 @@ import triton
 import triton.language as tl
 
 NPROBE = 16
-KEY_BELOW_ALL: tl.constexpr = tl.constexpr(-(2 ** 31) - 1)  # below the ordered key of every float32
+_KEY_BELOW_ALL = -(2 ** 31) - 1  # below the ordered key of every float32
+KEY_BELOW_ALL: tl.constexpr = tl.constexpr(_KEY_BELOW_ALL)
 
 # Reductions and scans go through tl.reduce / tl.associative_scan with triton's own combine functions rather than
 # tl.sum & co.: those are jit functions, which an interpreted kernel cannot call when triton was imported before
@@ -81,48 +81,6 @@ def _row_stats(base, start, stop, V, scale, BLOCK: tl.constexpr):
         z = z * tl.exp(ref_old - ref_new) + tl.reduce(tl.exp(x - ref_new), 0, _SUM)
         mraw = mnew
     return mraw, amax, z
-
-
-@triton.jit
-def _threshold_key(base, V, scale, m, thr, lo, hi, bound, WEIGHTED: tl.constexpr, SEARCH_BLOCK: tl.constexpr,
-                   NPROBE: tl.constexpr):
-    """Smallest key t in (lo, hi] with G(t) < bound, where G(t) sums, over the tokens with key > t among those kept
-    by `thr`, 1 (top-k) or, WEIGHTED, exp(x - m) (top-p). Each pass over the row evaluates NPROBE candidates."""
-    soffs = tl.arange(0, SEARCH_BLOCK)
-    jj = tl.arange(0, NPROBE).to(tl.int64)
-    while hi - lo > 1:
-        probes = lo + ((hi - lo) * (jj + 1)) // (NPROBE + 1)
-        G = tl.full([NPROBE], 0.0, tl.float32)
-        for start in range(0, V, SEARCH_BLOCK):
-            idx = start + soffs
-            valid = idx < V
-            x = _scaled(base, idx, valid, scale)
-            key = _ordered_key(x)
-            kept = valid & (key >= thr)
-            if WEIGHTED:
-                w = tl.where(kept, tl.exp(x - m), 0.0)
-            else:
-                w = tl.where(kept, 1.0, 0.0)
-            G += tl.reduce(tl.where(key[None, :] > probes[:, None], w[None, :], 0.0), 1, _SUM)
-        ok = G < bound
-        new_hi = tl.reduce(tl.where(ok, probes, hi), 0, _MIN)
-        new_lo = tl.reduce(tl.where(ok, lo, probes), 0, _MAX)
-        hi = new_hi
-        lo = new_lo
-    return hi
-
-
-@triton.jit
-def _kept_mass(base, V, scale, m, thr, BLOCK: tl.constexpr):
-    """sum of exp(x - m) over the tokens with key >= thr: the normaliser after a top-k / top-p cut."""
-    offs = tl.arange(0, BLOCK)
-    z = tl.full([], 0, tl.float32)
-    for start in range(0, V, BLOCK):
-        idx = start + offs
-        valid = idx < V
-        x = _scaled(base, idx, valid, scale)
-        z += tl.reduce(tl.where(valid & (_ordered_key(x) >= thr), tl.exp(x - m), 0.0), 0, _SUM)
-    return z
 
 
 @triton.jit
@@ -180,80 +138,6 @@ def _walk_to_token(base, start, end, load_limit, scale, m, thr, greedy, amax, ru
 
 
 @triton.jit
-def _sample_kernel(logits_ptr, stride_row, temp_ptr, topk_ptr, topp_ptr, u_ptr, tok_in_ptr,
-                   tok_out_ptr, a_out_ptr, b_out_ptr, probs_ptr, probs_stride, V,
-                   HAS_TOP_K: tl.constexpr, HAS_TOP_P: tl.constexpr, MODE: tl.constexpr,
-                   WRITE_PROBS: tl.constexpr, BLOCK: tl.constexpr, SEARCH_BLOCK: tl.constexpr,
-                   NPROBE: tl.constexpr):
-    """MODE 0 (pick): u -> token (tok_out), its probability (a_out), optionally all probabilities (probs_ptr).
-    MODE 1 (interval): token (tok_in) -> left (a_out), right (b_out)."""
-    row = tl.program_id(0).to(tl.int64)
-    base = logits_ptr + row * stride_row
-    temp = tl.load(temp_ptr + row).to(tl.float32)
-    greedy = temp <= 0.0
-    scale = tl.where(greedy, 1.0, temp)
-    neg_inf = float("-inf")
-
-    mraw, amax, z = _row_stats(base, 0, V, V, scale, BLOCK)
-    bad = (z != z) | (mraw == neg_inf)
-    m = tl.math.div_rn(mraw, scale)
-    mkey = _ordered_key(m)
-    stochastic = (greedy == 0) & (bad == 0)
-    thr = tl.full([], KEY_BELOW_ALL, tl.int64)
-
-    if HAS_TOP_K:
-        k = tl.load(topk_ptr + row).to(tl.int64)
-        if stochastic & (k > 0) & (k < V):
-            # Smallest key t with #{key_j > t} < k: every key >= t is kept.
-            thr = _threshold_key(base, V, scale, m, thr, tl.full([], KEY_BELOW_ALL, tl.int64), mkey,
-                                 k.to(tl.float32), False, SEARCH_BLOCK, NPROBE)
-            z = _kept_mass(base, V, scale, m, thr, BLOCK)
-
-    if HAS_TOP_P:
-        p = tl.load(topp_ptr + row).to(tl.float32)
-        if stochastic & (p < 1.0):
-            # Smallest key t with sum_{key_j > t, kept} exp(x_j - m) < p * Z_k.
-            thr = _threshold_key(base, V, scale, m, thr, thr - 1, mkey, p * z, True, SEARCH_BLOCK, NPROBE)
-            z = _kept_mass(base, V, scale, m, thr, BLOCK)
-
-    # Greedy rows: one-hot at the first raw argmax (their logits are not read again).
-    z = tl.where(greedy, 1.0, z)
-    r = 1.0 / z
-    load_limit = tl.where(greedy, 0, V)  # (a scalar & a block mask gives int32 in the interpreter)
-    run = tl.full([], 0, tl.float32)
-    start = tl.full([], 0, tl.int32)
-
-    if MODE == 0:
-        u = tl.load(u_ptr + row).to(tl.float32)
-        found, lastpos = _walk_to_u(base, start, V, load_limit, scale, m, thr, greedy, amax, run, r, u, V,
-                                    probs_ptr + row * probs_stride, WRITE_PROBS, BLOCK)
-        tok = tl.where(found < V, found, lastpos)
-        # p(token), recomputed from its logit exactly as in the walk.
-        x_t = _scaled(base, tok, (tok >= 0) & (greedy == 0), scale)
-        prob = tl.where(greedy, 1.0, tl.where(_ordered_key(x_t) >= thr, tl.exp(x_t - m), 0.0) * r)
-        tok = tl.where(bad, -1, tok)
-        prob = tl.where(bad, float("nan"), prob)
-        tl.store(tok_out_ptr + row, tok.to(tl.int64))
-        tl.store(a_out_ptr + row, prob)
-    else:
-        t = tl.load(tok_in_ptr + row).to(tl.int32)
-        left, cn_t, lastpos = _walk_to_token(base, start, V, load_limit, scale, m, thr, greedy, amax, run, r, t,
-                                             tl.full([], 0, tl.float32), BLOCK)
-        x_t = _scaled(base, t, (greedy == 0) & (t >= 0) & (t < V), scale)
-        positive = tl.where(greedy, t == amax, (_ordered_key(x_t) >= thr) & (tl.exp(x_t - m) > 0.0))
-        left = tl.minimum(left, 1.0)
-        right = tl.where(t == lastpos, 1.0, tl.minimum(cn_t, 1.0))
-        right = tl.where(positive, tl.maximum(right, left), left)
-        beyond = (positive == 0) & (t > lastpos)
-        left = tl.where(beyond, 1.0, left)
-        right = tl.where(beyond, 1.0, right)
-        left = tl.where(bad, float("nan"), left)
-        right = tl.where(bad, float("nan"), right)
-        tl.store(a_out_ptr + row, left)
-        tl.store(b_out_ptr + row, right)
-
-
-@triton.jit
 def _split_stats_kernel(logits_ptr, stride_row, temp_ptr, mraw_ptr, arg_ptr, z_ptr, V, S,
                         CHUNK: tl.constexpr, BLOCK: tl.constexpr):
     """Grid (N, S): raw max, its first index and the softmax normaliser (relative to the chunk's own scaled max) of
@@ -269,48 +153,174 @@ def _split_stats_kernel(logits_ptr, stride_row, temp_ptr, mraw_ptr, arg_ptr, z_p
 
 
 @triton.jit
-def _split_walk_kernel(logits_ptr, stride_row, temp_ptr, u_ptr, tok_in_ptr, mraw_ptr, arg_ptr, z_ptr,
-                       tok_out_ptr, a_out_ptr, b_out_ptr, probs_ptr, V, S,
-                       MODE: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr, S_PAD: tl.constexpr):
-    """Grid (N,) for MODE 0 (pick) and 1 (interval); grid (N, S) for MODE 2 (write the probabilities of chunk s).
-    Every program combines the row's chunk statistics with the same arithmetic, so all agree on the chunk
-    boundaries B_s = (sum of chunk masses up to s) / Z. pick walks only the chunk s* holding u (the first with
-    B_s > u), starting at its lower boundary; a u that rounding lets walk past the chunk's end takes the chunk's last
-    nonzero token. The interval of t clips the in-chunk walk to [B_{s-1}, B_s) (the row's last nonzero token ends at
-    1), so pick(u) == t exactly for every float32 u in it."""
-    row = tl.program_id(0).to(tl.int64)
-    base = logits_ptr + row * stride_row
-    offs = tl.arange(0, BLOCK)
+def _probe_keys(lo, hi, NPROBE: tl.constexpr):
+    """NPROBE candidate keys spread evenly over the open range (lo, hi)."""
+    jj = tl.arange(0, NPROBE).to(tl.int64)
+    return lo + ((hi - lo) * (jj + 1)) // (NPROBE + 1)
+
+
+@triton.jit
+def _chunk_masses(mraw_ptr, arg_ptr, z_ptr, row, S, V, scale, S_PAD: tl.constexpr):
+    """A row's chunk statistics combined -> (raw max, its first index, scaled max m, each chunk's softmax mass
+    relative to m [S_PAD], 0 past S). Every kernel that needs them runs this same arithmetic: they agree bit for bit."""
     sidx = tl.arange(0, S_PAD)
     smask = sidx < S
-    neg_inf = float("-inf")
-    temp = tl.load(temp_ptr + row).to(tl.float32)
-    greedy = temp <= 0.0
-    scale = tl.where(greedy, 1.0, temp)
-    mr = tl.load(mraw_ptr + row * S + sidx, mask=smask, other=neg_inf)
+    mr = tl.load(mraw_ptr + row * S + sidx, mask=smask, other=float("-inf"))
     ar = tl.load(arg_ptr + row * S + sidx, mask=smask, other=V)
     zs = tl.load(z_ptr + row * S + sidx, mask=smask, other=0.0)
     mraw = tl.reduce(mr, 0, _MAX)
     amax = tl.reduce(tl.where(mr == mraw, ar, V), 0, _MIN)
     m = tl.math.div_rn(mraw, scale)
-    mass = tl.where(smask, zs * tl.exp(tl.math.div_rn(mr, scale) - m), 0.0)
+    return mraw, amax, m, tl.where(smask, zs * tl.exp(tl.math.div_rn(mr, scale) - m), 0.0)
+
+
+@triton.jit
+def _cut_setup_kernel(temp_ptr, cut_ptr, mraw_ptr, arg_ptr, z_ptr, kept_ptr, m_ptr, thr_ptr, lo_ptr, hi_ptr,
+                      bound_ptr, V, S, TOP_P: tl.constexpr, KEPT: tl.constexpr, S_PAD: tl.constexpr):
+    """Grid (N,): the key range (lo, hi] and the bound of one cut's search, and the row's scaled max m.
+    Top-k (cut k): bound k. Top-p (cut p): bound p * Z_kept, Z_kept the row's mass kept by the previous cut (kept_ptr,
+    with KEPT) or all of it. Rows without this cut (greedy, bad, k off, p off) get (thr - 1, thr]: nothing to search."""
+    row = tl.program_id(0).to(tl.int64)
+    temp = tl.load(temp_ptr + row).to(tl.float32)
+    greedy = temp <= 0.0
+    mraw, amax, m, mass = _chunk_masses(mraw_ptr, arg_ptr, z_ptr, row, S, V, tl.where(greedy, 1.0, temp), S_PAD)
     z = tl.reduce(mass, 0, _SUM)
-    bad = (z != z) | (mraw == neg_inf)
-    r = 1.0 / z
+    stochastic = (greedy == 0) & (z == z) & (mraw != float("-inf"))
+    thr = tl.load(thr_ptr + row)
+    if TOP_P:
+        if KEPT:
+            sidx = tl.arange(0, S_PAD)
+            z = tl.reduce(tl.load(kept_ptr + row * S + sidx, mask=sidx < S, other=0.0), 0, _SUM)
+        p = tl.load(cut_ptr + row).to(tl.float32)
+        active = stochastic & (p < 1.0)
+        bound = p * z
+    else:
+        k = tl.load(cut_ptr + row).to(tl.int64)
+        active = stochastic & (k > 0) & (k < V)
+        bound = k.to(tl.float32)
+    tl.store(m_ptr + row, m)
+    tl.store(lo_ptr + row, thr - 1)
+    tl.store(hi_ptr + row, tl.where(active, _ordered_key(m), thr))
+    tl.store(bound_ptr + row, bound)
+
+
+@triton.jit
+def _cut_state(temp_ptr, m_ptr, thr_ptr, row):
+    """A row's temperature scale, scaled max and current threshold key, as the cut's setup left them."""
+    temp = tl.load(temp_ptr + row).to(tl.float32)
+    return tl.where(temp <= 0.0, 1.0, temp), tl.load(m_ptr + row), tl.load(thr_ptr + row)
+
+
+@triton.jit
+def _search_partials_kernel(logits_ptr, stride_row, temp_ptr, m_ptr, thr_ptr, lo_ptr, hi_ptr, g_ptr, V, S,
+                            WEIGHTED: tl.constexpr, CHUNK: tl.constexpr, SEARCH_BLOCK: tl.constexpr,
+                            NPROBE: tl.constexpr):
+    """Grid (N, S): chunk s's share of G(t) at each candidate key t of the row's range, where G(t) sums, over the
+    tokens with key > t among those kept by thr, 1 (top-k) or, WEIGHTED, exp(x - m) (top-p)."""
+    row = tl.program_id(0).to(tl.int64)
+    s = tl.program_id(1)
+    lo = tl.load(lo_ptr + row)
+    hi = tl.load(hi_ptr + row)
+    G = tl.full([NPROBE], 0.0, tl.float32)
+    if hi - lo > 1:
+        probes = _probe_keys(lo, hi, NPROBE)
+        scale, m, thr = _cut_state(temp_ptr, m_ptr, thr_ptr, row)
+        base = logits_ptr + row * stride_row
+        soffs = tl.arange(0, SEARCH_BLOCK)
+        end = tl.minimum(s * CHUNK + CHUNK, V)
+        for b in range(0, CHUNK, SEARCH_BLOCK):
+            idx = s * CHUNK + b + soffs
+            valid = idx < end
+            x = _scaled(base, idx, valid, scale)
+            key = _ordered_key(x)
+            kept = valid & (key >= thr)
+            if WEIGHTED:
+                w = tl.where(kept, tl.exp(x - m), 0.0)
+            else:
+                w = tl.where(kept, 1.0, 0.0)
+            G += tl.reduce(tl.where(key[None, :] > probes[:, None], w[None, :], 0.0), 1, _SUM)
+    tl.store(g_ptr + (row * S + s) * NPROBE + tl.arange(0, NPROBE), G)
+
+
+@triton.jit
+def _search_update_kernel(g_ptr, lo_ptr, hi_ptr, thr_ptr, bound_ptr, S, NPROBE: tl.constexpr, S_PAD: tl.constexpr):
+    """Grid (N,): G at each candidate is the sum of its chunk shares; G falls as t rises, so the answer (the smallest
+    t with G(t) < bound) lies between the largest candidate with G >= bound and the smallest with G < bound. Once
+    the range holds one key, that key is the row's new thr (every key >= thr is kept)."""
+    row = tl.program_id(0).to(tl.int64)
+    lo = tl.load(lo_ptr + row)
+    hi = tl.load(hi_ptr + row)
+    if hi - lo > 1:
+        probes = _probe_keys(lo, hi, NPROBE)
+        sidx = tl.arange(0, S_PAD)
+        jj = tl.arange(0, NPROBE)
+        shares = tl.load(g_ptr + (row * S + sidx[:, None]) * NPROBE + jj[None, :], mask=(sidx < S)[:, None],
+                         other=0.0)
+        ok = tl.reduce(shares, 0, _SUM) < tl.load(bound_ptr + row)
+        new_hi = tl.reduce(tl.where(ok, probes, hi), 0, _MIN)
+        new_lo = tl.reduce(tl.where(ok, lo, probes), 0, _MAX)
+        tl.store(lo_ptr + row, new_lo)
+        tl.store(hi_ptr + row, new_hi)
+        if new_hi - new_lo <= 1:
+            tl.store(thr_ptr + row, new_hi)
+
+
+@triton.jit
+def _kept_mass_kernel(logits_ptr, stride_row, temp_ptr, m_ptr, thr_ptr, kept_ptr, V, S, CHUNK: tl.constexpr,
+                      BLOCK: tl.constexpr):
+    """Grid (N, S): sum of exp(x - m) over chunk s's tokens with key >= thr: its mass after the cuts, relative to m."""
+    row = tl.program_id(0).to(tl.int64)
+    s = tl.program_id(1)
+    scale, m, thr = _cut_state(temp_ptr, m_ptr, thr_ptr, row)
+    base = logits_ptr + row * stride_row
+    offs = tl.arange(0, BLOCK)
+    end = tl.minimum(s * CHUNK + CHUNK, V)
+    z = tl.full([], 0, tl.float32)
+    for b in range(0, CHUNK, BLOCK):
+        idx = s * CHUNK + b + offs
+        x = _scaled(base, idx, idx < end, scale)
+        z += tl.reduce(tl.where((idx < end) & (_ordered_key(x) >= thr), tl.exp(x - m), 0.0), 0, _SUM)
+    tl.store(kept_ptr + row * S + s, z)
+
+
+@triton.jit
+def _split_walk_kernel(logits_ptr, stride_row, temp_ptr, u_ptr, tok_in_ptr, mraw_ptr, arg_ptr, z_ptr, thr_ptr,
+                       kept_ptr, tok_out_ptr, a_out_ptr, b_out_ptr, probs_ptr, V, S,
+                       MODE: tl.constexpr, CUT: tl.constexpr, CHUNK: tl.constexpr, BLOCK: tl.constexpr,
+                       S_PAD: tl.constexpr):
+    """Grid (N,) for MODE 0 (pick) and 1 (interval); grid (N, S) for MODE 2 (write the probabilities of chunk s).
+    Every program combines the row's chunk masses (after the top-k / top-p cut thr, with CUT) with the same
+    arithmetic, so all agree on the chunk boundaries B_s = (sum of chunk masses up to s) / Z. pick walks only the
+    chunk s* holding u (the first with B_s > u), starting at its lower boundary; a u that rounding lets walk past
+    the chunk's end takes the chunk's last nonzero token. The interval of t clips the in-chunk walk to
+    [B_{s-1}, B_s) (the row's last nonzero token ends at 1), so pick(u) == t exactly for every float32 u in it."""
+    row = tl.program_id(0).to(tl.int64)
+    base = logits_ptr + row * stride_row
+    sidx = tl.arange(0, S_PAD)
+    smask = sidx < S
+    temp = tl.load(temp_ptr + row).to(tl.float32)
+    greedy = temp <= 0.0
+    scale = tl.where(greedy, 1.0, temp)
+    mraw, amax, m, mass = _chunk_masses(mraw_ptr, arg_ptr, z_ptr, row, S, V, scale, S_PAD)
+    all_mass = tl.reduce(mass, 0, _SUM)
+    bad = (all_mass != all_mass) | (mraw == float("-inf"))
+    if CUT:
+        mass = tl.load(kept_ptr + row * S + sidx, mask=smask, other=0.0)
+        thr = tl.load(thr_ptr + row)
+    else:
+        thr = tl.full([], KEY_BELOW_ALL, tl.int64)
+    r = 1.0 / tl.reduce(mass, 0, _SUM)
     cum = tl.associative_scan(mass, 0, _SUM)
     upper = cum * r
     last_chunk = tl.reduce(tl.where(mass > 0.0, sidx, -1), 0, _MAX)
     load_limit = tl.where(greedy | bad, 0, V)
-    every = tl.full([], KEY_BELOW_ALL, tl.int64)  # no top-k / top-p cut on this path
 
     if MODE == 2:
         s = tl.program_id(1)
         for b in range(0, CHUNK, BLOCK):
-            idx = s * CHUNK + b + offs
-            p = tl.exp(_scaled(base, idx, idx < load_limit, scale) - m) * r
-            p = tl.where(greedy, tl.where(idx == amax, 1.0, 0.0), p)
-            p = tl.where(bad, float("nan"), p)
-            tl.store(probs_ptr + row * V + idx, p, mask=idx < V)
+            idx = s * CHUNK + b + tl.arange(0, BLOCK)
+            p = _masses(base, idx, V, load_limit, scale, m, thr, greedy, amax) * tl.where(greedy, 1.0, r)
+            tl.store(probs_ptr + row * V + idx, tl.where(bad, float("nan"), p), mask=idx < V)
     else:
         if MODE == 0:
             u = tl.load(u_ptr + row).to(tl.float32)
@@ -326,7 +336,7 @@ def _split_walk_kernel(logits_ptr, stride_row, temp_ptr, u_ptr, tok_in_ptr, mraw
         # greedy and bad rows read no logits: their walk is empty (handled below)
         end = tl.where(load_limit > 0, tl.minimum(start + CHUNK, V), start)
         if MODE == 0:
-            found, lastpos = _walk_to_u(base, start, end, load_limit, scale, m, every, greedy, amax, run, r, u, V,
+            found, lastpos = _walk_to_u(base, start, end, load_limit, scale, m, thr, greedy, amax, run, r, u, V,
                                         probs_ptr, False, BLOCK)
             tok = tl.where(found < V, found, tl.where(lastpos >= 0, lastpos, amax))
             tok = tl.where(greedy, amax, tok)
@@ -334,9 +344,10 @@ def _split_walk_kernel(logits_ptr, stride_row, temp_ptr, u_ptr, tok_in_ptr, mraw
             tl.store(tok_out_ptr + row, tl.where(bad, -1, tok).to(tl.int64))
             tl.store(a_out_ptr + row, tl.where(bad, float("nan"), prob))
         else:
-            left, cn_t, lastpos = _walk_to_token(base, start, end, load_limit, scale, m, every, greedy, amax, run, r,
+            left, cn_t, lastpos = _walk_to_token(base, start, end, load_limit, scale, m, thr, greedy, amax, run, r,
                                                  t, lower, BLOCK)
-            positive = tl.exp(_scaled(base, t, (greedy == 0) & (bad == 0), scale) - m) > 0.0
+            x_t = _scaled(base, t, (greedy == 0) & (bad == 0), scale)
+            positive = (_ordered_key(x_t) >= thr) & (tl.exp(x_t - m) > 0.0)
             right = tl.where(t == lastpos, tl.where(s == last_chunk, 1.0, top), tl.minimum(cn_t, top))
             left = tl.minimum(left, 1.0)
             right = tl.where(positive, tl.maximum(tl.minimum(right, 1.0), left), left)
@@ -403,19 +414,22 @@ def _next_pow2(n: int) -> int:
 
 
 def launch_config(V: int, device: torch.device, block: int | None = None, search_block: int | None = None) -> dict:
-    """Block sizes of the sampling kernel. pick and cdf_interval must use the same ones (their bits agree then)."""
+    """Block and chunk sizes of the sampling kernels. pick and cdf_interval must use the same ones (their bits agree
+    then). CHUNK: the rows' chunks of the statistics and the walk; SEARCH_CHUNK: the rows' shares of a threshold
+    search, SEARCH_BLOCK x NPROBE candidate comparisons per step."""
     if interpreting() or device.type != "cuda":
-        # The interpreter's cost is per op, not per element: few large blocks, many probes (fewer search passes),
-        # and about 4 chunks per row so that the chunked path's boundaries are exercised.
+        # The interpreter's cost is per op and per program, not per element: few large blocks, many probes (fewer
+        # search passes), 4 chunks per row so that the walk's chunk boundaries are exercised and 2 search shares
+        # per row so that their sum is.
         block = block or min(32768, max(16, _next_pow2(V)))
-        search_block = search_block or block
-        return {"BLOCK": block, "SEARCH_BLOCK": search_block, "CHUNK": block * triton.cdiv(triton.cdiv(V, block), 4),
-                "NPROBE": max(16, min(256, (1 << 20) // search_block)), "num_warps": 4}
-    block = block or min(2048, max(128, _next_pow2(V)))
+        search_block = search_block or max(16, _next_pow2(triton.cdiv(V, 2)))
+        return {"BLOCK": block, "CHUNK": block * triton.cdiv(triton.cdiv(V, block), 4), "SEARCH_BLOCK": search_block,
+                "SEARCH_CHUNK": search_block * triton.cdiv(triton.cdiv(V, search_block), 2),
+                "NPROBE": max(16, min(4096, (1 << 20) // search_block)), "num_warps": 4}
+    block = block or min(1024, max(128, _next_pow2(V)))
     search_block = search_block or min(block, 512)
-    chunk_block = min(block, 1024)
-    return {"BLOCK": block, "SEARCH_BLOCK": search_block, "CHUNK_BLOCK": chunk_block, "CHUNK": 4 * chunk_block,
-            "NPROBE": NPROBE, "num_warps": 8 if block >= 2048 else 4}
+    return {"BLOCK": block, "CHUNK": 4 * block, "SEARCH_BLOCK": search_block, "SEARCH_CHUNK": 4 * block,
+            "NPROBE": NPROBE, "num_warps": 4}
 
 
 def _require_launchable(device: torch.device) -> None:
@@ -432,52 +446,88 @@ def _sample(logits, temperature, top_k, top_p, u, tokens, mode, write_probs, blo
         logits = logits.contiguous()
     temperature = temperature.to(device=dev, dtype=torch.float32).contiguous()
     cfg = launch_config(V, dev, block, search_block)
-    dummy_f = temperature
-    topk_t = top_k.to(device=dev, dtype=torch.int64).contiguous() if top_k is not None else dummy_f
-    topp_t = top_p.to(device=dev, dtype=torch.float32).contiguous() if top_p is not None else dummy_f
     a_out = torch.empty(N, device=dev, dtype=torch.float32)
     if mode == 0:
-        u_t = u.to(device=dev, dtype=torch.float32).contiguous()
+        u = u.to(device=dev, dtype=torch.float32).contiguous()
         tok_in = torch.empty(1, device=dev, dtype=torch.int64)
         tok_out = torch.empty(N, device=dev, dtype=torch.int64)
         b_out = a_out
     else:
-        u_t = dummy_f
+        u = temperature
         tok_in = tokens.to(device=dev, dtype=torch.int64).contiguous()
         tok_out = tok_in
         b_out = torch.empty(N, device=dev, dtype=torch.float32)
     probs = torch.empty(N, V, device=dev, dtype=torch.float32) if write_probs else a_out
-    if N > 0 and top_k is None and top_p is None:
-        _sample_chunked(logits, temperature, u_t, tok_in, tok_out, a_out, b_out, probs, mode, write_probs, cfg)
-    elif N > 0:
-        _sample_kernel[(N,)](
-            logits, logits.stride(0), temperature, topk_t, topp_t, u_t, tok_in,
-            tok_out, a_out, b_out, probs, V if write_probs else 0, V,
-            HAS_TOP_K=top_k is not None, HAS_TOP_P=top_p is not None, MODE=mode, WRITE_PROBS=write_probs,
-            BLOCK=cfg["BLOCK"], SEARCH_BLOCK=cfg["SEARCH_BLOCK"], NPROBE=cfg["NPROBE"], num_warps=cfg["num_warps"],
-            enable_fp_fusion=False)
+    if N > 0:
+        _launch(logits, temperature, top_k, top_p, u, tok_in, tok_out, a_out, b_out, probs, mode, write_probs, cfg)
     if mode == 0:
         return (tok_out, a_out, probs) if write_probs else (tok_out, a_out)
     return a_out, b_out
 
 
-def _sample_chunked(logits, temperature, u, tok_in, tok_out, a_out, b_out, probs, mode, write_probs, cfg) -> None:
-    """Without top-k / top-p: chunk statistics over an (N, S) grid, then one walk of one chunk per row (and, for
-    the probabilities, an (N, S) grid writing them): about one read of the logits, spread over the whole GPU."""
+def _launch(logits, temperature, top_k, top_p, u, tok_in, tok_out, a_out, b_out, probs, mode, write_probs, cfg):
+    """Chunk statistics over an (N, S) grid; with top-k / top-p, the cuts as searches spread over the rows' shares;
+    then one walk of one chunk per row (and, for the probabilities, an (N, S) grid writing them): the whole GPU works
+    even for one row."""
     N, V = logits.shape
-    chunk, block = cfg["CHUNK"], cfg.get("CHUNK_BLOCK", cfg["BLOCK"])
+    chunk, block = cfg["CHUNK"], cfg["BLOCK"]
     S = triton.cdiv(V, chunk)
     mraw = torch.empty(N, S, device=logits.device, dtype=torch.float32)
     arg = torch.empty(N, S, device=logits.device, dtype=torch.int32)
     z = torch.empty(N, S, device=logits.device, dtype=torch.float32)
     _split_stats_kernel[(N, S)](logits, logits.stride(0), temperature, mraw, arg, z, V, S,
-                                      CHUNK=chunk, BLOCK=block, num_warps=4, enable_fp_fusion=False)
-    walk = _split_walk_kernel
-    args = (logits, logits.stride(0), temperature, u, tok_in, mraw, arg, z, tok_out, a_out, b_out, probs, V, S)
-    meta = {"CHUNK": chunk, "BLOCK": block, "S_PAD": max(2, _next_pow2(S)), "num_warps": 4, "enable_fp_fusion": False}
-    walk[(N,)](*args, MODE=mode, **meta)
+                                CHUNK=chunk, BLOCK=block, num_warps=4, enable_fp_fusion=False)
+    cut = top_k is not None or top_p is not None
+    thr, kept = _cut(logits, temperature, top_k, top_p, mraw, arg, z, cfg) if cut else (z, z)
+    args = (logits, logits.stride(0), temperature, u, tok_in, mraw, arg, z, thr, kept, tok_out, a_out, b_out, probs,
+            V, S)
+    meta = {"CUT": cut, "CHUNK": chunk, "BLOCK": block, "S_PAD": max(2, _next_pow2(S)), "num_warps": 4,
+            "enable_fp_fusion": False}
+    _split_walk_kernel[(N,)](*args, MODE=mode, **meta)
     if write_probs:
-        walk[(N, S)](*args, MODE=2, **meta)
+        _split_walk_kernel[(N, S)](*args, MODE=2, **meta)
+
+
+def search_passes(nprobe: int) -> int:
+    """Passes of the candidate search that narrow any key range (at most 2^32 + 1 keys wide) to one key: each pass
+    tries nprobe evenly spread keys, leaving a range at most ceil(width / (nprobe + 1)) wide."""
+    width, passes = 2 ** 32 + 1, 0
+    while width > 1:
+        width, passes = -(-width // (nprobe + 1)), passes + 1
+    return passes
+
+
+def _cut(logits, temperature, top_k, top_p, mraw, arg, z, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """top-k, then top-p, each an exact search for its threshold key over the (N, S) grid -> (thr [N]: every token
+    with key >= thr is kept; each chunk's kept mass [N, S], relative to the row's scaled max)."""
+    N, V = logits.shape
+    S = mraw.shape[1]
+    dev = logits.device
+    nprobe, chunk, search_chunk = cfg["NPROBE"], cfg["CHUNK"], cfg["SEARCH_CHUNK"]
+    shares_per_row = triton.cdiv(V, search_chunk)
+    thr = torch.full((N,), _KEY_BELOW_ALL, device=dev, dtype=torch.int64)
+    m = torch.empty(N, device=dev, dtype=torch.float32)
+    lo, hi = torch.empty(N, device=dev, dtype=torch.int64), torch.empty(N, device=dev, dtype=torch.int64)
+    bound = torch.empty(N, device=dev, dtype=torch.float32)
+    shares = torch.empty(N, shares_per_row, nprobe, device=dev, dtype=torch.float32)
+    kept = None
+    for values, weighted in ((top_k, False), (top_p, True)):
+        if values is None:
+            continue
+        values = values.to(device=dev, dtype=torch.float32 if weighted else torch.int64).contiguous()
+        _cut_setup_kernel[(N,)](temperature, values, mraw, arg, z, z if kept is None else kept, m, thr, lo, hi,
+                                bound, V, S, TOP_P=weighted, KEPT=kept is not None, S_PAD=max(2, _next_pow2(S)))
+        for _ in range(search_passes(nprobe)):
+            _search_partials_kernel[(N, shares_per_row)](
+                logits, logits.stride(0), temperature, m, thr, lo, hi, shares, V, shares_per_row, WEIGHTED=weighted,
+                CHUNK=search_chunk, SEARCH_BLOCK=cfg["SEARCH_BLOCK"], NPROBE=nprobe, num_warps=cfg["num_warps"],
+                enable_fp_fusion=False)
+            _search_update_kernel[(N,)](shares, lo, hi, thr, bound, shares_per_row, NPROBE=nprobe,
+                                        S_PAD=max(2, _next_pow2(shares_per_row)))
+        kept = torch.empty(N, S, device=dev, dtype=torch.float32) if kept is None else kept
+        _kept_mass_kernel[(N, S)](logits, logits.stride(0), temperature, m, thr, kept, V, S, CHUNK=chunk,
+                                  BLOCK=cfg["BLOCK"], num_warps=4, enable_fp_fusion=False)
+    return thr, kept
 
 
 def pick_from_logits(logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None,

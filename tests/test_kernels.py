@@ -238,7 +238,7 @@ def test_interval_round_trip(T, cuts):
 
 
 @needs_triton
-@pytest.mark.slow  # about 90 s in Triton's CPU interpreter
+@pytest.mark.slow  # about 5 minutes in Triton's CPU interpreter (both cases)
 @pytest.mark.parametrize("cuts", [True, False], ids=["top-k/top-p", "chunked"])
 def test_intervals_tile_the_unit_interval(T, cuts):
     """Every token's interval, in token-id order, starts where the previous nonzero one ended: [0, 1) is cut into

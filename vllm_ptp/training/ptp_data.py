@@ -74,8 +74,8 @@ def check_meta(out_dir: Path, settings: TeacherSettings) -> None:
 
 def generate_sequences(settings: TeacherSettings, conversations: list[list[dict]], out_dir: str | Path,
                        max_hours: float | None = None) -> int:
-    """Step 1 for every shard of prompts not yet written, stopping at a shard boundary after `max_hours`.
-    -> shards written in all."""
+    """Step 1 for every shard of prompts not yet written, stopping at the first shard boundary after `max_hours`
+    (at least one shard is written, however small the budget) -> shards written in all."""
     out_dir = Path(out_dir)
     # A resumed generation is not done: a state pass following it must not stop at an earlier run's marker.
     (out_dir / "sequences_done").unlink(missing_ok=True)
@@ -89,13 +89,13 @@ def generate_sequences(settings: TeacherSettings, conversations: list[list[dict]
         llm = teacher_engine(settings.target, settings.max_prompt_tokens + settings.max_new_tokens + 8, settings.seed,
                              max_num_seqs=settings.shard_prompts * settings.samples_per_prompt)
         for i in tqdm(todo, desc="teacher continuations"):
-            if max_hours is not None and time.time() - started > max_hours * 3600:
-                break
             temps = [settings.temperatures[(i * n + j) % len(settings.temperatures)] for j in range(len(shards[i]))]
             record = continuations_record(llm, shards[i], temps, settings)
             tmp = out_dir / (SEQUENCES.format(i) + ".tmp")
             tmp.write_text(json.dumps(record))
             tmp.replace(out_dir / SEQUENCES.format(i))
+            if max_hours is not None and time.time() - started > max_hours * 3600:
+                break
     (out_dir / "sequences_done").touch()  # a state pass that follows this one may stop once it has caught up
     return sum((out_dir / SEQUENCES.format(i)).exists() for i in range(len(shards)))
 
