@@ -154,9 +154,10 @@ def _split_stats_kernel(logits_ptr, stride_row, temp_ptr, mraw_ptr, arg_ptr, z_p
 
 @triton.jit
 def _probe_keys(lo, hi, NPROBE: tl.constexpr):
-    """NPROBE candidate keys spread evenly over the open range (lo, hi)."""
+    """NPROBE candidate keys spread evenly over the open range (lo, hi) (lo itself is never a candidate: the answer
+    lies above it)."""
     jj = tl.arange(0, NPROBE).to(tl.int64)
-    return lo + ((hi - lo) * (jj + 1)) // (NPROBE + 1)
+    return tl.maximum(lo + ((hi - lo) * (jj + 1)) // (NPROBE + 1), lo + 1)
 
 
 @triton.jit
@@ -346,7 +347,7 @@ def _split_walk_kernel(logits_ptr, stride_row, temp_ptr, u_ptr, tok_in_ptr, mraw
         else:
             left, cn_t, lastpos = _walk_to_token(base, start, end, load_limit, scale, m, thr, greedy, amax, run, r,
                                                  t, lower, BLOCK)
-            x_t = _scaled(base, t, (greedy == 0) & (bad == 0), scale)
+            x_t = _scaled(base, t, (greedy == 0) & (bad == 0) & (t >= 0) & (t < V), scale)
             positive = (_ordered_key(x_t) >= thr) & (tl.exp(x_t - m) > 0.0)
             right = tl.where(t == lastpos, tl.where(s == last_chunk, 1.0, top), tl.minimum(cn_t, top))
             left = tl.minimum(left, 1.0)
@@ -516,14 +517,15 @@ def _cut(logits, temperature, top_k, top_p, mraw, arg, z, cfg) -> tuple[torch.Te
             continue
         values = values.to(device=dev, dtype=torch.float32 if weighted else torch.int64).contiguous()
         _cut_setup_kernel[(N,)](temperature, values, mraw, arg, z, z if kept is None else kept, m, thr, lo, hi,
-                                bound, V, S, TOP_P=weighted, KEPT=kept is not None, S_PAD=max(2, _next_pow2(S)))
+                                bound, V, S, TOP_P=weighted, KEPT=kept is not None, S_PAD=max(2, _next_pow2(S)),
+                                num_warps=4, enable_fp_fusion=False)
         for _ in range(search_passes(nprobe)):
             _search_partials_kernel[(N, shares_per_row)](
                 logits, logits.stride(0), temperature, m, thr, lo, hi, shares, V, shares_per_row, WEIGHTED=weighted,
                 CHUNK=search_chunk, SEARCH_BLOCK=cfg["SEARCH_BLOCK"], NPROBE=nprobe, num_warps=cfg["num_warps"],
                 enable_fp_fusion=False)
             _search_update_kernel[(N,)](shares, lo, hi, thr, bound, shares_per_row, NPROBE=nprobe,
-                                        S_PAD=max(2, _next_pow2(shares_per_row)))
+                                        S_PAD=max(2, _next_pow2(shares_per_row)), num_warps=4, enable_fp_fusion=False)
         kept = torch.empty(N, S, device=dev, dtype=torch.float32) if kept is None else kept
         _kept_mass_kernel[(N, S)](logits, logits.stride(0), temperature, m, thr, kept, V, S, CHUNK=chunk,
                                   BLOCK=cfg["BLOCK"], num_warps=4, enable_fp_fusion=False)

@@ -29,8 +29,11 @@ def test_two_processes_train_the_weights_of_one(tiny_target, tiny_ptp, tmp_path)
     two = train(tiny_target, teacher, tmp_path / "two", 2)
     assert one.keys() == two.keys()
     assert one["model.blocks.0.layers.0.weight"].abs().sum() > 0, "the heads (zero at start) were not trained"
+    # Adam divides each gradient by its own running RMS, so the all-reduce's other summation order shows up magnified
+    # on weights whose gradient is near zero (seen: 8e-6 on one of 16384 weights of size 0.025). Gradients that were
+    # not averaged, or batches that differ, move the weights by the order of the update itself (0.025 from zero here).
     for key in one:
-        torch.testing.assert_close(two[key], one[key], rtol=1e-4, atol=1e-6, msg=key)
+        torch.testing.assert_close(two[key], one[key], rtol=1e-3, atol=1e-4, msg=key)
     # one log and one checkpoint, written by rank 0
     assert len((tmp_path / "two" / "train_log.jsonl").read_text().splitlines()) == 3
     assert (tmp_path / "two" / "model.safetensors").exists()
