@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Trains the drafts of the science table (examples/bench_science.json) into examples/drafts/ablations/, each with the
 # budget of the shipped draft it is compared with:
-#   PTP u-embedding binary / linear_interpolation and KL loss: as examples/drafts/ptp_smollm2 (1200 + 800 steps, lr 2e-3,
-#   8 sequences x 32 anchors, seed 0, teacher data runs/ptp_teacher_smollm2; see train_smollm2_ptp.sh);
+#   PTP without u (independent), u-embedding binary / linear_interpolation and KL loss: as the PTP draft of 2026-11
+#   (1200 + 800 steps, lr 2e-3, 8 sequences x 32 anchors, seed 0, teacher data runs/ptp_teacher_smollm2, 0.17M
+#   tokens; the shipped PTP / P-EAGLE pair on today's data is the same-data u ablation, train_smollm2_ptp.sh);
 #   CP rank 4: as cp_smollm2_r1 / r8 (3000 steps of 64 positions, seed 0, runs/teacher_smollm2).
 # One thread per run, two runs at a time; about 45 min per PTP draft on this 2-core machine.
 set -euo pipefail
@@ -21,3 +22,4 @@ wait
 train_ptp --u-embedding linear_interpolation --out $out/ptp_smollm2_linear_interpolation &
 train_ptp --loss kl --out $out/ptp_smollm2_kl &
 wait
+train_ptp --independent --out $out/ptp_smollm2_independent
