@@ -426,11 +426,11 @@ def launch_config(V: int, device: torch.device, block: int | None = None, search
         search_block = search_block or max(16, _next_pow2(triton.cdiv(V, 2)))
         return {"BLOCK": block, "CHUNK": block * triton.cdiv(triton.cdiv(V, block), 4), "SEARCH_BLOCK": search_block,
                 "SEARCH_CHUNK": search_block * triton.cdiv(triton.cdiv(V, search_block), 2),
-                "NPROBE": max(16, min(4096, (1 << 20) // search_block)), "num_warps": 4}
+                "NPROBE": max(16, min(4096, (1 << 20) // search_block))}
     block = block or min(1024, max(128, _next_pow2(V)))
     search_block = search_block or min(block, 512)
     return {"BLOCK": block, "CHUNK": 4 * block, "SEARCH_BLOCK": search_block, "SEARCH_CHUNK": 4 * block,
-            "NPROBE": NPROBE, "num_warps": 4}
+            "NPROBE": NPROBE}
 
 
 def _require_launchable(device: torch.device) -> None:
@@ -522,7 +522,7 @@ def _cut(logits, temperature, top_k, top_p, mraw, arg, z, cfg) -> tuple[torch.Te
         for _ in range(search_passes(nprobe)):
             _search_partials_kernel[(N, shares_per_row)](
                 logits, logits.stride(0), temperature, m, thr, lo, hi, shares, V, shares_per_row, WEIGHTED=weighted,
-                CHUNK=search_chunk, SEARCH_BLOCK=cfg["SEARCH_BLOCK"], NPROBE=nprobe, num_warps=cfg["num_warps"],
+                CHUNK=search_chunk, SEARCH_BLOCK=cfg["SEARCH_BLOCK"], NPROBE=nprobe, num_warps=4,
                 enable_fp_fusion=False)
             _search_update_kernel[(N,)](shares, lo, hi, thr, bound, shares_per_row, NPROBE=nprobe,
                                         S_PAD=max(2, _next_pow2(shares_per_row)), num_warps=4, enable_fp_fusion=False)
