@@ -1,5 +1,6 @@
 import os
 import tempfile
+from pathlib import Path
 
 # vLLM reads these at import: in-process engines, one thread, small KV cache, sockets and caches in a temp dir.
 _scratch = tempfile.mkdtemp(prefix="vllm_ptp_tests_")
@@ -26,6 +27,23 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if ENGINE_FIXTURES & set(item.fixturenames):
             item.add_marker(pytest.mark.engine)
+
+
+def pytest_collection_finish(session):
+    """The interpreted Triton kernel tests (minutes of one core) start now, beside the rest of the suite."""
+    selected = [item for item in session.items if item.name in getattr(item.module, "INTERPRETED_TESTS", {})
+                and not any(mark.name == "skipif" and mark.args and mark.args[0] is True
+                            for mark in item.iter_markers())]
+    if selected:
+        module = selected[0].module
+        module.start_interpreted([module.INTERPRETED_TESTS[item.name] for item in selected], Path(_scratch))
+
+
+def pytest_sessionfinish(session):
+    for item in session.items:
+        if hasattr(item.module, "stop_interpreted"):
+            item.module.stop_interpreted()
+            return
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 after which vLLM 0.32 cannot build another in-process engine (its CPU kernel registration trips over llvmlite
 objects in sys.modules), so the tests' own process never runs one. Prints one RESULT line of JSON.
 
-usage: hybrid_run.py greedy TARGET DRAFT | hybrid_run.py forced TARGET DRAFT PROMPT SAMPLES TOKEN
+usage: hybrid_run.py greedy TARGET DRAFT | hybrid_run.py matches_only TARGET DRAFT K | hybrid_run.py forced TARGET DRAFT PROMPT SAMPLES TOKEN
 """
 import json
 import sys
@@ -12,16 +12,17 @@ from vllm_runs import generate
 from vllm_ptp.proposers.context_match import ContextMatcher
 
 HYBRID = {"hybrid": "ngram", "prompt_lookup_min": 2, "prompt_lookup_max": 4}
+MATCHES_ONLY_ABOVE = 4  # hybrid_draft_max_batch_size of the matches_only run
 
 
-def log_matches() -> list[tuple[int, int]]:
-    """(rows drafting, rows with a match) at every step of the engines built from here on."""
+def log_matches() -> list[tuple[int, int, int]]:
+    """(rows drafting, rows with a match, matched tokens) at every step of the engines built from here on."""
     steps = []
     match = ContextMatcher.match
 
     def logged(matcher, token_ids, num_tokens, active, new_tokens=None):
         matches = match(matcher, token_ids, num_tokens, active, new_tokens)
-        steps.append((sum(active), sum(bool(m) for m in matches)))
+        steps.append((sum(active), sum(bool(m) for m in matches), sum(min(len(m), matcher.k) for m in matches)))
         return matches
 
     ContextMatcher.match = logged
@@ -38,7 +39,8 @@ def force_matches(token: int) -> None:
 
 
 def counters(run) -> dict:
-    return {"outputs": run.outputs, "acceptance_length": run.acceptance_length, "drafts": run.drafts}
+    return {"outputs": run.outputs, "acceptance_length": run.acceptance_length, "drafts": run.drafts,
+            "draft_tokens": run.draft_tokens}
 
 
 if __name__ == "__main__":
@@ -52,6 +54,13 @@ if __name__ == "__main__":
         steps = log_matches()
         hybrid = generate(target, PROMPTS, params, {"model": draft, "num_speculative_tokens": 3, **HYBRID})
         result = {"plain": plain.outputs, "alone": counters(alone), "hybrid": counters(hybrid), "steps": steps}
+    elif mode == "matches_only":
+        from test_hybrid import PROMPTS
+        params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
+        steps = log_matches()
+        run = generate(target, PROMPTS, params, {"model": draft, "num_speculative_tokens": int(sys.argv[4]), **HYBRID,
+                                                 "hybrid_draft_max_batch_size": MATCHES_ONLY_ABOVE})
+        result = {**counters(run), "steps": steps}
     else:
         prompt, samples, token = sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
         force_matches(token)

@@ -74,7 +74,8 @@ def test_hidden_size_mismatch(tiny_target, tiny_cp, tmp_path):
 
 
 def test_more_speculative_tokens_than_heads(tiny_target, tiny_cp):
-    with pytest.raises(CheckpointError, match=r"num_speculative_tokens=5 but field 'num_heads' is 3"):
+    with pytest.raises(CheckpointError, match=r"num_speculative_tokens=5 but field 'num_heads' is 3.*CP heads with "
+                                              r"\"hybrid\": \"ngram\" take a larger k"):
         start(tiny_target, {"method": "cp", "model": str(tiny_cp), "num_speculative_tokens": 5})
 
 
@@ -154,8 +155,9 @@ def test_ptp_draft_for_another_target_or_malformed(tiny_target, tiny_ptp, tmp_pa
 
 
 def test_ptp_more_speculative_tokens_than_slots(tiny_target, tiny_ptp):
-    with pytest.raises(CheckpointError, match=r"num_speculative_tokens=5 but field 'ptp.num_slots' is 4"):
-        start(tiny_target, {"model": str(tiny_ptp), "num_speculative_tokens": 5})
+    for hybrid in ({}, {"hybrid": "ngram"}):  # the matches never lengthen a PTP draft: its forward drafts k slots
+        with pytest.raises(CheckpointError, match=r"num_speculative_tokens=5 but field 'ptp.num_slots' is 4"):
+            start(tiny_target, {"model": str(tiny_ptp), "num_speculative_tokens": 5, **hybrid})
 
 
 def test_ptp_draft_trained_for_another_target(tiny_target, tiny_ptp, tmp_path):

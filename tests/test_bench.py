@@ -70,6 +70,16 @@ def test_bench_method_with_hybrid_and_confidence(tiny_ptp, tmp_path):
     assert method.speculative_config == {"model": str(tiny_ptp), "min_draft_confidence": 0.2}
 
 
+def test_bench_method_as_a_speculative_config(tmp_path):
+    spec = {"model": "d", "hybrid": "ngram", "hybrid_draft_max_batch_size": 4}
+    (tmp_path / "bench.json").write_text(json.dumps({"methods": ["none", {"name": "h", "speculative_config": spec}]}))
+    config = BenchConfig.from_file(tmp_path / "bench.json")
+    _, method = parse_methods(config.methods)
+    assert (method.name, method.speculative_config) == ("h", {**spec, "model": str(tmp_path / "d")})
+    with pytest.raises(ValueError, match="expected {\"name\": NAME, \"speculative_config\""):
+        parse_methods([{"name": "h", "speculative_config": spec, "k": 3}])
+
+
 @pytest.mark.engine
 def test_cpu_sampler_fixes_are_ours_unless_the_engine_asks(tiny_target, monkeypatch):
     """vLLM's own methods are verified by vLLM's CPU rejection sampler as shipped, unless their engine asks for the

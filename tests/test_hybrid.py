@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hybrid_run import MATCHES_ONLY_ABOVE
 from test_sampling_lossless import ALPHA, PROMPT, exact_joint, marginal, p_value
 from tiny_models import stdlib_text
 from vllm_runs import engine_config
@@ -32,7 +33,11 @@ def run_hybrid(*args) -> dict:
 
 def mixed_steps(steps) -> int:
     """Steps in which some drafting rows had a context match and some did not."""
-    return sum(0 < matched < drafting for drafting, matched in steps)
+    return sum(0 < matched < drafting for drafting, matched, _ in steps)
+
+
+def matched_tokens(steps) -> int:
+    return sum(tokens for _, _, tokens in steps)
 
 
 @pytest.mark.engine
@@ -44,6 +49,14 @@ def test_greedy_output_identical_and_matches_accepted(tiny_target, draft, reques
     assert result["alone"]["outputs"] == result["plain"]
     assert mixed_steps(result["steps"]) > 0, f"no step had matched and unmatched rows together: {result['steps']}"
     assert result["hybrid"]["acceptance_length"] > result["alone"]["acceptance_length"]
+    assert result["hybrid"]["draft_tokens"] > matched_tokens(result["steps"]), "the learned draft drafted nothing"
+    # hybrid_draft_max_batch_size: the same output, and in steps of more requests no draft token beyond the matches.
+    # CP heads take a k above their 3 heads here (matches draft the rest).
+    k = 5 if draft == "tiny_cp" else 3
+    matches_only = run_hybrid("matches_only", tiny_target, request.getfixturevalue(draft), k)
+    assert matches_only["outputs"] == result["plain"]
+    allowed = sum(tokens if rows > MATCHES_ONLY_ABOVE else k * rows for rows, _, tokens in matches_only["steps"])
+    assert 0 < matches_only["draft_tokens"] <= allowed
 
 
 def test_matched_drafts_keep_the_target_distribution(tiny_target, tiny_ptp):
@@ -63,16 +76,19 @@ def test_matched_drafts_keep_the_target_distribution(tiny_target, tiny_ptp):
     ({"hybrid": "suffix"}, "speculative_config.hybrid: expected one of"),
     ({"hybrid": "ngram", "prompt_lookup_min": 4, "prompt_lookup_max": 2}, "prompt_lookup_min <= prompt_lookup_max"),
     ({"prompt_lookup_max": 3}, "only with \"hybrid\": \"ngram\""),
+    ({"hybrid_draft_max_batch_size": 4}, "it needs \"hybrid\": \"ngram\""),
+    ({"hybrid": "ngram", "hybrid_draft_max_batch_size": 0}, "hybrid_draft_max_batch_size: expected a whole number"),
+    ({"hybrid": "ngram", "hybrid_draft_max_batch_size": 2.5}, "hybrid_draft_max_batch_size: expected a whole number"),
 ])
 def test_bad_hybrid_settings_fail_at_configuration(tiny_target, tiny_ptp, config, message):
     with pytest.raises(Exception, match=message):
         engine_config(tiny_target, {"model": str(tiny_ptp), **config})
 
 
-def test_hybrid_is_refused_for_methods_that_are_not_ours(tiny_target):
+@pytest.mark.parametrize("field", [{"hybrid": "ngram"}, {"hybrid_draft_max_batch_size": 4}])
+def test_hybrid_is_refused_for_methods_that_are_not_ours(tiny_target, field):
     with pytest.raises(Exception, match="vllm-ptp setting of 'ptp' and 'cp'"):
-        engine_config(tiny_target, {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3,
-                                    "hybrid": "ngram"})
+        engine_config(tiny_target, {"method": "ngram", "num_speculative_tokens": 3, "prompt_lookup_max": 3, **field})
 
 
 def test_hybrid_settings_default_to_the_bench_ngram_lengths():
@@ -80,6 +96,9 @@ def test_hybrid_settings_default_to_the_bench_ngram_lengths():
     assert HybridSettings.from_fields("ngram", None, None) == HybridSettings("ngram", 2, 4)
     assert HybridSettings.from_fields("ngram", 3, None) == HybridSettings("ngram", 3, 4)
     assert HybridSettings.from_fields("ngram", None, 1) == HybridSettings("ngram", 1, 1)
+    gated = HybridSettings.from_fields("ngram", None, None, 4)
+    assert gated.drafts_learned(4) and not gated.drafts_learned(5)
+    assert HybridSettings.from_fields("ngram", None, None).drafts_learned(1024)
 
 
 def test_overlay_puts_matches_first_and_one_hot():

@@ -90,11 +90,42 @@ in_the_calling_process = pytest.mark.skipif(INTERPRETED or TEST_DEVICE.type == "
                                             reason="starts the interpreted run (CPU, triton installed)")
 
 
+# The interpreted runs are single-threaded Python for minutes: conftest starts them as soon as the suite is collected
+# (start_interpreted), beside the engine tests, and the two tests below collect their results.
+_interpreted: dict[str, tuple[subprocess.Popen, Path]] = {}
+INTERPRETED_TESTS = {"test_triton_kernels_in_the_interpreter": "not slow",
+                     "test_triton_kernels_in_the_interpreter_slow_cases": "slow"}
+
+
+def start_interpreted(markers: list[str], scratch: Path) -> None:
+    """One child pytest with TRITON_INTERPRET=1 for the selected markers (both: one run of everything)."""
+    selection = markers[0] if len(markers) == 1 else " or ".join(f"({m})" for m in markers)
+    log = scratch / "interpreted_kernels.log"
+    with open(log, "w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", selection,
+                                 str(Path(__file__).resolve())], cwd=Path(__file__).parent, stdout=out,
+                                stderr=subprocess.STDOUT, env=dict(os.environ, TRITON_INTERPRET="1"))
+    for marker in markers:
+        _interpreted[marker] = (proc, log)
+
+
+def stop_interpreted() -> None:
+    for proc, _ in _interpreted.values():
+        if proc.poll() is None:
+            proc.kill()
+
+
 def run_interpreted(marker: str) -> None:
-    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", marker,
-                           str(Path(__file__).resolve())], cwd=Path(__file__).parent, capture_output=True, text=True,
-                          timeout=1800, env=dict(os.environ, TRITON_INTERPRET="1"))
-    assert proc.returncode == 0 and " passed" in proc.stdout, proc.stdout[-6000:] + proc.stderr[-2000:]
+    if marker not in _interpreted:  # not started at collection (the test was called some other way)
+        start_interpreted([marker], Path(__import__("tempfile").mkdtemp()))
+    proc, log = _interpreted[marker]
+    try:
+        proc.wait(timeout=1800)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        raise
+    output = log.read_text()
+    assert proc.returncode == 0 and " passed" in output, output[-8000:]
 
 
 @in_the_calling_process

@@ -333,7 +333,8 @@ def main(argv: list[str] | None = None) -> None:
                                         "options given here override it")
     bench.add_argument("--target", help="target model folder (default: the embedded SmolLM2-135M-Instruct)")
     bench.add_argument("--methods", nargs="+",
-                       help="none | ngram[:k] | NAME=DRAFT_DIR[:k] (default: none ngram:3)")
+                       help="none | ngram[:k] | NAME=DRAFT_DIR[:k][+ngram][@C] (default: none ngram:3); a --config "
+                            "file may also give {\"name\": NAME, \"speculative_config\": {...}}")
     bench.add_argument("--datasets", nargs="+", help="sharegpt | humaneval | FILE.jsonl (default: sharegpt humaneval)")
     bench.add_argument("--temperatures", nargs="+", type=float, help="default: 0 1")
     bench.add_argument("--batch-sizes", nargs="+", type=int, help="requests in flight together (default: 1 8)")

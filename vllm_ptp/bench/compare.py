@@ -14,7 +14,9 @@ methods, and the bench turns the fix on for every method so that T > 0 compares 
 Methods are 'none', 'ngram[:k]' or 'NAME=DRAFT_DIR[:k][+ngram][@C]': vLLM recognises the draft's kind from its
 config (ours: PTP and CP; vLLM's own: Medusa, EAGLE-3, P-EAGLE); '+ngram' turns on the hybrid mode of ours (context
 matches ahead of the draft, with the ngram row's match lengths); '@C' sets ours' min_draft_confidence to C (each
-row's draft stops where the draft is less sure than C). Writes OUT/bench.json, OUT/bench.md and OUT/bench.png.
+row's draft stops where the draft is less sure than C). A config file may also give a method as
+{"name": NAME, "speculative_config": {...}}: vLLM's speculative config as it is, for settings the short form lacks.
+Writes OUT/bench.json, OUT/bench.md and OUT/bench.png.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ class Method:
 
 @dataclass
 class BenchConfig:
-    methods: list[str] = field(default_factory=lambda: ["none", "ngram:3"])
+    methods: list[str | dict] = field(default_factory=lambda: ["none", "ngram:3"])
     target: str | None = None
     datasets: list[str] = field(default_factory=lambda: ["sharegpt", "humaneval"])
     temperatures: list[float] = field(default_factory=lambda: [0.0, 1.0])
@@ -80,8 +82,14 @@ class BenchConfig:
             raise ValueError(f"{where}: temperatures must be >= 0, got {self.temperatures}")
 
 
-def _relative_to(spec: str, folder: Path) -> str:
-    """A config file's 'NAME=DIR[:k][+ngram][@C]' with a relative DIR names a folder beside the config file."""
+def _relative_to(spec: str | dict, folder: Path) -> str | dict:
+    """A config file's 'NAME=DIR[:k][+ngram][@C]' (or speculative_config.model) with a relative DIR names a folder
+    beside the config file."""
+    if isinstance(spec, dict):
+        config = spec.get("speculative_config")
+        if isinstance(config, dict) and isinstance(config.get("model"), str) and not Path(config["model"]).is_absolute():
+            return {**spec, "speculative_config": {**config, "model": str(folder / config["model"])}}
+        return spec
     if "=" not in spec:
         return spec
     name, _, rest = spec.partition("=")
@@ -130,7 +138,9 @@ def parse_methods(specs: list[str]) -> list[Method]:
     vllm-ptp's hybrid mode, '@C': its min_draft_confidence, both for its own drafts)."""
     methods = []
     for spec in specs:
-        if spec == "none":
+        if isinstance(spec, dict):
+            methods.append(_method_from_object(spec))
+        elif spec == "none":
             methods.append(Method("none", None))
         elif spec.startswith("ngram") and "=" not in spec:
             k = int(spec.split(":")[1]) if ":" in spec else 3
@@ -155,6 +165,14 @@ def parse_methods(specs: list[str]) -> list[Method]:
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be unique, got {names}")
     return methods
+
+
+def _method_from_object(spec: dict) -> Method:
+    name, config = spec.get("name"), spec.get("speculative_config")
+    if set(spec) != {"name", "speculative_config"} or not isinstance(name, str) or not isinstance(config, dict):
+        raise ValueError(f"method {spec!r}: expected {{\"name\": NAME, \"speculative_config\": {{...}}}} (vLLM's "
+                         f"speculative config)")
+    return Method(name, dict(config))
 
 
 # vLLM 0.32 takes the method of its own draft kinds from the config only when the draft is the served model, not

@@ -4,8 +4,13 @@ A small target repeats itself (code, lists, quoted text), and there vLLM's promp
 far more often than a learned draft's; where nothing matches, ngram drafts nothing while the learned draft still
 drafts. The hybrid takes both: every step, each request's own tokens are searched with vLLM's NgramProposer (the
 longest suffix of [min_match, max_match] tokens that occurred before), and a request with a match drafts the tokens
-that followed it, in as many leading positions as the match gives; the learned draft keeps the remaining positions
-and the rows without a match.
+that followed it, in as many leading positions as the match gives; the learned draft keeps the rows without a
+match (and, for PTP, whose forward drafts every row anyway, a matched row's positions after a short match). CP
+heads skip matched rows, and may be given a k above their number of heads: only matches draft the positions beyond.
+
+Where the learned draft costs more than it earns (a large batch makes the target compute-bound, so every verified
+token costs), `draft_max_batch_size` keeps it to steps with at most that many requests; larger steps draft context
+matches only, as vLLM's ngram would.
 
 Lossless: a matched position's draft distribution is one-hot on the matched token, which is how vLLM verifies its
 own ngram drafts, and a learned position's draft is still a pick from exactly the distribution handed to the
@@ -30,16 +35,20 @@ class HybridSettings:
     kind: str
     min_match: int = DEFAULT_MIN_MATCH
     max_match: int = DEFAULT_MAX_MATCH
+    draft_max_batch_size: int | None = None  # None: the learned draft drafts in every step
 
     @classmethod
-    def from_fields(cls, hybrid, prompt_lookup_min: int | None, prompt_lookup_max: int | None
-                    ) -> "HybridSettings | None":
-        """speculative_config's 'hybrid' and vLLM's own prompt_lookup_min/max (the match lengths, as for ngram);
-        None when 'hybrid' is unset. One ValueError naming the field otherwise."""
+    def from_fields(cls, hybrid, prompt_lookup_min: int | None, prompt_lookup_max: int | None,
+                    draft_max_batch_size=None) -> "HybridSettings | None":
+        """speculative_config's 'hybrid', vLLM's own prompt_lookup_min/max (the match lengths, as for ngram) and
+        'hybrid_draft_max_batch_size'; None when 'hybrid' is unset. One ValueError naming the field otherwise."""
         if hybrid is None:
             if prompt_lookup_min is not None or prompt_lookup_max is not None:
                 raise ValueError("speculative_config: prompt_lookup_min/max set a context match, which a 'ptp' or "
                                  "'cp' draft uses only with \"hybrid\": \"ngram\"")
+            if draft_max_batch_size is not None:
+                raise ValueError("speculative_config.hybrid_draft_max_batch_size limits the learned draft of a "
+                                 "hybrid; it needs \"hybrid\": \"ngram\"")
             return None
         if hybrid not in HYBRID_KINDS:
             raise ValueError(f"speculative_config.hybrid: expected one of {list(HYBRID_KINDS)}, got {hybrid!r}")
@@ -49,7 +58,16 @@ class HybridSettings:
         if low < 1 or low > high:
             raise ValueError(f"speculative_config: the hybrid match lengths need 1 <= prompt_lookup_min <= "
                              f"prompt_lookup_max, got {low} and {high}")
-        return cls(hybrid, low, high)
+        if draft_max_batch_size is not None and (isinstance(draft_max_batch_size, bool)
+                                                 or not isinstance(draft_max_batch_size, int)
+                                                 or draft_max_batch_size < 1):
+            raise ValueError(f"speculative_config.hybrid_draft_max_batch_size: expected a whole number >= 1 (the "
+                             f"largest batch in which the learned draft drafts), got {draft_max_batch_size!r}")
+        return cls(hybrid, low, high, draft_max_batch_size)
+
+    def drafts_learned(self, batch_size: int) -> bool:
+        """Whether the learned draft drafts in a step of batch_size requests."""
+        return self.draft_max_batch_size is None or batch_size <= self.draft_max_batch_size
 
 
 class ContextMatcher:

@@ -34,8 +34,9 @@ TOUCH_POINTS = (
     TouchPoint(SPEC, None, "SpeculativeMethod", "registered",
                "the pydantic Literal of method names, extended by 'cp' and 'ptp' (schema rebuilt)"),
     TouchPoint(SPEC, "SpeculativeConfig", "prompt_lookup_max", "registered",
-               "fields 'hybrid' and 'min_draft_confidence' added beside it (schema rebuilt; None by default, only "
-               "'cp' / 'ptp' take them); prompt_lookup_min / prompt_lookup_max are the hybrid's match lengths"),
+               "fields 'hybrid', 'hybrid_draft_max_batch_size' and 'min_draft_confidence' added beside it (schema "
+               "rebuilt; None by default, only 'cp' / 'ptp' take them); prompt_lookup_min / prompt_lookup_max are "
+               "the hybrid's match lengths"),
     TouchPoint("vllm.config.vllm", "VllmConfig", "_get_v2_model_runner_unsupported_features", "patched",
                "keep our methods on the V1 model runner, whose proposer hooks the plugin uses",
                config.v2_runner_unsupported_features),

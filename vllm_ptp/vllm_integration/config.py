@@ -19,9 +19,12 @@ from vllm_ptp.vllm_integration.registry import original
 logger = logging.getLogger("vllm.ptp")
 
 HYBRID_FIELD = "hybrid"
+HYBRID_BATCH_FIELD = "hybrid_draft_max_batch_size"
 CONFIDENCE_FIELD = "min_draft_confidence"
-# Fields vllm-ptp adds to SpeculativeConfig (None by default; only 'cp' / 'ptp' take them).
-OUR_FIELDS = {HYBRID_FIELD: typing.Optional[str], CONFIDENCE_FIELD: typing.Optional[float]}
+# Fields vllm-ptp adds to SpeculativeConfig (None by default; only 'cp' / 'ptp' take them). The batch size is typed
+# loosely so that a bad value reaches HybridSettings' one clear error rather than pydantic's coercion.
+OUR_FIELDS = {HYBRID_FIELD: typing.Optional[str], HYBRID_BATCH_FIELD: typing.Any,
+              CONFIDENCE_FIELD: typing.Optional[float]}
 
 # SpeculativeConfig is a pydantic dataclass that forbids unknown fields and checks `method` against a Literal: a new
 # method name and new fields need its schema rebuilt (undone by restore_schema).
@@ -70,26 +73,28 @@ def speculative_config_post_init(self):
         if getattr(self, HYBRID_FIELD, None) is not None:
             raise ValueError(f"speculative_config.hybrid is a vllm-ptp setting of 'ptp' and 'cp' drafts; method "
                              f"{self.method!r} does not take it (vLLM's own context matching is method 'ngram')")
-        if getattr(self, CONFIDENCE_FIELD, None) is not None:
-            raise ValueError(f"speculative_config.{CONFIDENCE_FIELD} is a vllm-ptp setting of 'ptp' and 'cp' "
-                             f"drafts; method {self.method!r} does not take it")
+        for field in (HYBRID_BATCH_FIELD, CONFIDENCE_FIELD):
+            if getattr(self, field, None) is not None:
+                raise ValueError(f"speculative_config.{field} is a vllm-ptp setting of 'ptp' and 'cp' drafts; "
+                                 f"method {self.method!r} does not take it")
         return vllm_post_init(self)
     self.method = method
     self.min_draft_confidence = check_threshold(self.min_draft_confidence)
-    hybrid = HybridSettings.from_fields(self.hybrid, self.prompt_lookup_min or None, self.prompt_lookup_max or None)
-    _set_up_ours(self, method, vllm_post_init)
+    hybrid = HybridSettings.from_fields(self.hybrid, self.prompt_lookup_min or None, self.prompt_lookup_max or None,
+                                        getattr(self, HYBRID_BATCH_FIELD))
+    _set_up_ours(self, method, vllm_post_init, longer_k_for_matches=hybrid is not None)
     if hybrid is not None:  # vLLM zeroes the prompt-lookup lengths of methods other than ngram: they are the hybrid's
         self.prompt_lookup_min, self.prompt_lookup_max = hybrid.min_match, hybrid.max_match
 
 
-def _set_up_ours(self, method: str, vllm_post_init) -> None:
+def _set_up_ours(self, method: str, vllm_post_init, longer_k_for_matches: bool) -> None:
     capacity = bound_primitive_cache()
     logger.info("oneDNN primitive cache capacity %s (%s; bounds CPU memory under speculative load)", capacity,
                 CAPACITY_VARIABLE)
     if self.model is None:
         raise ValueError(f"speculative_config: method '{method}' needs 'model': the draft checkpoint folder")
     self.num_speculative_tokens = validate_checkpoint_for_target(
-        method, self.model, self.target_model_config, self.num_speculative_tokens)
+        method, self.model, self.target_model_config, self.num_speculative_tokens, longer_k_for_matches)
     if method == PTP_TYPE:
         # A PTP draft is an EAGLE-3 parallel-drafting draft plus u's: vLLM sets it up as exactly that (draft
         # ModelConfig from the speculators config.json, aux hidden states, mask slots, draft KV in the paged pool).

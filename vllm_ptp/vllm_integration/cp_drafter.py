@@ -25,12 +25,14 @@ class VllmCPDrafter:
         self.proposer.attach_target(embed, lm_head, self.vocab_size)
 
     def propose(self, sampled_token_ids: list[list[int]], sample_hidden_states: torch.Tensor,
-                num_draft_tokens: list[int] | None, sampling_metadata, k: int):
-        """-> (draft ids per request, [] where the request has no new token; draft probs [R, k, V] or None)."""
+                num_draft_tokens: list[int] | None, sampling_metadata, k: int, wanted: list[bool] | None = None):
+        """wanted: the requests to draft for (None: all) -> (draft ids per request, [] where the request has no new
+        token or is not wanted; draft probs [R, k, V] or None). A k above the number of heads (hybrid mode: matches
+        draft the rest) drafts one token per head."""
         rows, last_tokens, active = [], [], []
         offset = 0
         for i, tokens in enumerate(sampled_token_ids):
-            if tokens:
+            if tokens and (wanted is None or wanted[i]):
                 rows.append(offset + len(tokens) - 1)  # the hidden state that produced the last sampled token
                 last_tokens.append(tokens[-1])
                 active.append(i)
@@ -38,6 +40,7 @@ class VllmCPDrafter:
         drafts: list[list[int]] = [[] for _ in sampled_token_ids]
         if not active or k == 0:
             return drafts, None
+        width, k = k, min(k, self.proposer.config.num_heads)
         idx = torch.tensor(active, device=self.device)
         temperature = (torch.zeros(len(active), device=self.device) if sampling_metadata.temperature is None
                        else sampling_metadata.temperature[idx])
@@ -55,8 +58,9 @@ class VllmCPDrafter:
         self._confidence[idx] = self.proposer.last_confidence
         if probs is None:
             return drafts, None
-        all_probs = torch.zeros(len(sampled_token_ids), k, self.vocab_size, dtype=torch.float32, device=self.device)
-        all_probs[idx] = probs
+        all_probs = torch.zeros(len(sampled_token_ids), width, self.vocab_size, dtype=torch.float32,
+                                device=self.device)
+        all_probs[idx, :k] = probs
         return drafts, all_probs
 
     def take_last_confidence(self) -> torch.Tensor | None:

@@ -15,7 +15,8 @@ def context_matcher(vllm_config) -> ContextMatcher | None:
         # The runner's CPU token table then lags the GPU by a step: the matcher would search a stale history.
         raise ValueError("speculative_config.hybrid needs the runner's token history on the CPU each step: start "
                          "the engine with async scheduling off (--no-async-scheduling)")
-    settings = HybridSettings(spec.hybrid, spec.prompt_lookup_min, spec.prompt_lookup_max)
+    settings = HybridSettings(spec.hybrid, spec.prompt_lookup_min, spec.prompt_lookup_max,
+                              spec.hybrid_draft_max_batch_size)
     return ContextMatcher(settings, spec.num_speculative_tokens, vllm_config.model_config.max_model_len,
                           vllm_config.scheduler_config.max_num_seqs)
 
@@ -41,17 +42,37 @@ def overlay_on_ptp_drafts(runner, matcher: ContextMatcher, drafts: torch.Tensor,
     return (torch.cat([ids, drafts[batch:]]) if batch < drafts.shape[0] else ids), matched
 
 
-def overlay_on_cp_drafts(runner, matcher: ContextMatcher, drafts: list[list[int]], probs: torch.Tensor | None):
-    """CP drafts after the runner's bookkeeping: the token table already holds this step's tokens
-    -> (drafts with the matches first, their probabilities, each row's matched length)."""
-    active = [bool(d) for d in drafts]
+def cp_matches(runner, matcher: ContextMatcher, sampled_token_ids: list[list[int]]) -> list[list[int]]:
+    """Each request's context match for the CP path, which drafts after the runner's bookkeeping: the token table
+    already holds this step's tokens. Rows without a new token (partial prefills) get none."""
+    active = [bool(tokens) for tokens in sampled_token_ids]
     if not any(active):
-        return drafts, probs, [0] * len(drafts)
-    matches = matcher.match(runner.input_batch.token_ids_cpu, runner.input_batch.num_tokens_no_spec, active)
-    k = max(len(d) for d in drafts)
-    ids = torch.tensor([d if d else [0] * k for d in drafts])
-    ids, probs = overlay_matches(ids, probs, matches)
-    return [row if drafts[i] else [] for i, row in enumerate(ids.tolist())], probs, matched_lengths(matches, k)
+        return [[] for _ in active]
+    return matcher.match(runner.input_batch.token_ids_cpu, runner.input_batch.num_tokens_no_spec, active)
+
+
+def learned_rows(matcher: ContextMatcher, matches: list[list[int]], batch_size: int) -> list[bool]:
+    """The rows the CP heads draft for: those without a match, in steps small enough for the learned draft. Matched
+    rows skip the heads: what they would draft after the match is conditioned on the heads' own picks, not on the
+    matched tokens, so a match wins its row whole."""
+    learned = matcher.settings.drafts_learned(batch_size)
+    return [learned and not match for match in matches]
+
+
+def overlay_on_cp_drafts(drafts: list[list[int]], probs: torch.Tensor | None, matches: list[list[int]], k: int):
+    """CP drafts (empty for matched rows) -> (each matched row's match, one-hot in probs, and every other row's
+    draft; their probabilities; each row's matched length)."""
+    matched = matched_lengths(matches, k)
+    if not any(matched):
+        return drafts, probs, matched
+    if probs is not None:
+        _, probs = overlay_matches(torch.zeros(len(drafts), k, dtype=torch.long), probs, matches)
+    return [match[:k] if match else draft for draft, match in zip(drafts, matches)], probs, matched
+
+
+def keep_matched_only(drafts: list[list[int]], matched: list[int]) -> list[list[int]]:
+    """A step too large for the learned draft: each row keeps only its matched leading positions."""
+    return [draft[:n] for draft, n in zip(drafts, matched)]
 
 
 def matched_lengths(matches: list[list[int]], k: int) -> list[int]:

@@ -13,7 +13,8 @@ from vllm_ptp.engine_settings import EngineSettings
 from vllm_ptp.proposers.draft_confidence import keep_confident
 from vllm_ptp.vllm_integration.cp_drafter import VllmCPDrafter
 from vllm_ptp.vllm_integration.draft_timer import DraftTimer
-from vllm_ptp.vllm_integration.hybrid import context_matcher, overlay_on_cp_drafts, overlay_on_ptp_drafts
+from vllm_ptp.vllm_integration.hybrid import (context_matcher, cp_matches, keep_matched_only, learned_rows,
+                                              overlay_on_cp_drafts, overlay_on_ptp_drafts)
 from vllm_ptp.vllm_integration.methods import is_ours, serves_ptp
 from vllm_ptp.vllm_integration.registry import original
 
@@ -67,23 +68,34 @@ def propose_draft_token_ids(self, scheduler_output, sampled_token_ids, sampling_
                 aux_hidden_states, spec_decode_metadata, common_attn_metadata, slot_mappings)
             if not is_ours(self.speculative_config):
                 return drafts
-            learned, matched = drafts, [0] * drafts.shape[0]
-            if matcher is not None:
-                drafts, matched = overlay_on_ptp_drafts(self, matcher, drafts, sampled_token_ids)
-            return keep_confident_drafts(self, drafts.tolist(), learned.tolist(), matched) \
-                if _confidence_threshold(self) is not None else drafts
+            return _ptp_final_drafts(self, matcher, drafts, sampled_token_ids)
         num_draft = spec_decode_metadata.num_draft_tokens if spec_decode_metadata is not None else None
+        k = scheduler_output.num_spec_tokens_to_schedule
+        matches = cp_matches(self, matcher, sampled_token_ids) if matcher is not None else None
+        wanted = learned_rows(matcher, matches, self.input_batch.num_reqs) if matcher is not None else None
         draft_ids, draft_probs = self.drafter.propose(
-            sampled_token_ids, sample_hidden_states, num_draft, sampling_metadata,
-            scheduler_output.num_spec_tokens_to_schedule)
+            sampled_token_ids, sample_hidden_states, num_draft, sampling_metadata, k, wanted)
         learned, matched = draft_ids, [0] * len(draft_ids)
         if matcher is not None:
-            draft_ids, draft_probs, matched = overlay_on_cp_drafts(self, matcher, draft_ids, draft_probs)
+            draft_ids, draft_probs, matched = overlay_on_cp_drafts(draft_ids, draft_probs, matches, k)
         if _confidence_threshold(self) is not None:
             draft_ids = keep_confident_drafts(self, draft_ids, learned, matched)
         self._draft_probs = draft_probs
         self._draft_prob_req_ids = self.input_batch.req_ids.copy() if draft_probs is not None else None
         return draft_ids
+
+
+def _ptp_final_drafts(self, matcher, drafts, sampled_token_ids):
+    """PTP drafts [B, k] -> the hybrid's matches first, cut to the confident positions, and to the matches alone in
+    a step too large for the learned draft (its forward still ran: the draft KV cache stays in step)."""
+    learned, matched = drafts, [0] * drafts.shape[0]
+    if matcher is not None:
+        drafts, matched = overlay_on_ptp_drafts(self, matcher, drafts, sampled_token_ids)
+    if matcher is not None and not matcher.settings.drafts_learned(self.input_batch.num_reqs):
+        return keep_matched_only(drafts.tolist(), matched)
+    if _confidence_threshold(self) is None:
+        return drafts
+    return keep_confident_drafts(self, drafts.tolist(), learned.tolist(), matched)
 
 
 def _confidence_threshold(self) -> float | None:
