@@ -31,6 +31,8 @@ def pytest_collection_modifyitems(config, items):
 
 def pytest_collection_finish(session):
     """The interpreted Triton kernel tests (minutes of one core) start now, beside the rest of the suite."""
+    if session.config.option.collectonly:
+        return
     selected = [item for item in session.items if item.name in getattr(item.module, "INTERPRETED_TESTS", {})
                 and not any(mark.name == "skipif" and mark.args and mark.args[0] is True
                             for mark in item.iter_markers())]

@@ -59,7 +59,8 @@ if __name__ == "__main__":
         params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
         steps = log_matches()
         run = generate(target, PROMPTS, params, {"model": draft, "num_speculative_tokens": int(sys.argv[4]), **HYBRID,
-                                                 "hybrid_draft_max_batch_size": MATCHES_ONLY_ABOVE})
+                                                 "hybrid_draft_max_batch_size": MATCHES_ONLY_ABOVE,
+                                                 "min_draft_confidence": "auto"})
         result = {**counters(run), "steps": steps}
     else:
         prompt, samples, token = sys.argv[4], int(sys.argv[5]), int(sys.argv[6])

@@ -68,6 +68,8 @@ def test_bench_method_with_hybrid_and_confidence(tiny_ptp, tmp_path):
                                          "num_speculative_tokens": 4}
     method, = parse_methods([f"p={tiny_ptp}@0.2"])
     assert method.speculative_config == {"model": str(tiny_ptp), "min_draft_confidence": 0.2}
+    method, = parse_methods([f"p={tiny_ptp}:3+ngram@auto"])
+    assert method.speculative_config["min_draft_confidence"] == "auto" and method.speculative_config["hybrid"]
 
 
 def test_bench_method_as_a_speculative_config(tmp_path):
@@ -78,6 +80,9 @@ def test_bench_method_as_a_speculative_config(tmp_path):
     assert (method.name, method.speculative_config) == ("h", {**spec, "model": str(tmp_path / "d")})
     with pytest.raises(ValueError, match="expected {\"name\": NAME, \"speculative_config\""):
         parse_methods([{"name": "h", "speculative_config": spec, "k": 3}])
+    for bad in ({"name": "none", "speculative_config": spec}, {"name": "h", "speculative_config": {}}):
+        with pytest.raises(ValueError, match="expected {\"name\": NAME"):
+            parse_methods([bad])
 
 
 @pytest.mark.engine

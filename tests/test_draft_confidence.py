@@ -40,10 +40,14 @@ def test_top_probability_reads_greedy_rows_at_temperature_one():
     assert torch.allclose(top_probability(logits, None), at_one)
 
 
-@pytest.mark.parametrize("value", [0, 1, 1.5, -0.1, "0.2", True])
+@pytest.mark.parametrize("value", [0, 1, 1.5, -0.1, "0.2", True, "Auto", "automatic"])
 def test_threshold_outside_zero_one_is_refused(value):
-    with pytest.raises(ValueError, match="min_draft_confidence: expected a number in \\(0, 1\\)"):
+    with pytest.raises(ValueError, match="min_draft_confidence: expected a number in \\(0, 1\\).* or \"auto\""):
         check_threshold(value)
+
+
+def test_auto_is_taken_as_it_is():
+    assert check_threshold("auto") == "auto" and check_threshold(0.25) == 0.25 and check_threshold(None) is None
 
 
 @pytest.mark.parametrize("config, message", [
@@ -88,6 +92,20 @@ def test_greedy_output_identical_with_rows_of_every_length(tiny_target, draft, r
     assert 0 < cut.draft_tokens < 3 * cut.drafts, "no row was cut short, or none drafted at all"
     assert cut.draft_tokens < every.draft_tokens / 2
     assert cut.accepted > 0
+
+
+@pytest.mark.engine
+@pytest.mark.parametrize("draft", ["tiny_ptp", "tiny_cp"])
+def test_greedy_output_identical_with_the_measured_cut(tiny_target, draft, request):
+    """"auto" cuts where the engine's own step times say (verify_cost): rows of whatever lengths that gives (with
+    the hybrid's matches: test_hybrid)."""
+    from vllm import SamplingParams
+    draft = str(request.getfixturevalue(draft))
+    params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
+    plain = generate(tiny_target, PROMPTS, params)
+    auto = generate(tiny_target, PROMPTS, params, {"model": draft, "num_speculative_tokens": 3,
+                                                   "min_draft_confidence": "auto"})
+    assert auto.outputs == plain.outputs
 
 
 @pytest.mark.engine

@@ -51,7 +51,8 @@ def test_greedy_output_identical_and_matches_accepted(tiny_target, draft, reques
     assert result["hybrid"]["acceptance_length"] > result["alone"]["acceptance_length"]
     assert result["hybrid"]["draft_tokens"] > matched_tokens(result["steps"]), "the learned draft drafted nothing"
     # hybrid_draft_max_batch_size: the same output, and in steps of more requests no draft token beyond the matches.
-    # CP heads take a k above their 3 heads here (matches draft the rest).
+    # CP heads take a k above their 3 heads here (matches draft the rest). The smaller steps' learned drafts are cut
+    # where min_draft_confidence "auto" says.
     k = 5 if draft == "tiny_cp" else 3
     matches_only = run_hybrid("matches_only", tiny_target, request.getfixturevalue(draft), k)
     assert matches_only["outputs"] == result["plain"]

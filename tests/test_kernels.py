@@ -104,15 +104,27 @@ def start_interpreted(markers: list[str], scratch: Path) -> None:
     with open(log, "w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", selection,
                                  str(Path(__file__).resolve())], cwd=Path(__file__).parent, stdout=out,
-                                stderr=subprocess.STDOUT, env=dict(os.environ, TRITON_INTERPRET="1"))
+                                stderr=subprocess.STDOUT, env=dict(os.environ, TRITON_INTERPRET="1"),
+                                preexec_fn=_die_with_parent)
     for marker in markers:
         _interpreted[marker] = (proc, log)
+
+
+def _die_with_parent() -> None:
+    """Linux: the child is killed with the suite, even when the suite itself is killed."""
+    try:
+        import ctypes
+        import signal
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except OSError:
+        pass
 
 
 def stop_interpreted() -> None:
     for proc, _ in _interpreted.values():
         if proc.poll() is None:
             proc.kill()
+            proc.wait()
 
 
 def run_interpreted(marker: str) -> None:

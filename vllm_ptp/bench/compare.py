@@ -14,7 +14,7 @@ methods, and the bench turns the fix on for every method so that T > 0 compares 
 Methods are 'none', 'ngram[:k]' or 'NAME=DRAFT_DIR[:k][+ngram][@C]': vLLM recognises the draft's kind from its
 config (ours: PTP and CP; vLLM's own: Medusa, EAGLE-3, P-EAGLE); '+ngram' turns on the hybrid mode of ours (context
 matches ahead of the draft, with the ngram row's match lengths); '@C' sets ours' min_draft_confidence to C (each
-row's draft stops where the draft is less sure than C). A config file may also give a method as
+row's draft stops where the draft is less sure than C; '@auto': the cut measured while serving). A config file may also give a method as
 {"name": NAME, "speculative_config": {...}}: vLLM's speculative config as it is, for settings the short form lacks.
 Writes OUT/bench.json, OUT/bench.md and OUT/bench.png.
 """
@@ -27,6 +27,8 @@ import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+
+from vllm_ptp.proposers.draft_confidence import AUTO
 
 
 @dataclass
@@ -111,7 +113,7 @@ def _split_confidence(rest: str) -> tuple[str, str]:
     """'DIR[:k][+ngram]@C' -> ('DIR[:k][+ngram]', '@C') when C is written as a number (digits, '.', exponent);
     any other '@' belongs to the folder's name."""
     head, at, tail = rest.rpartition("@")
-    return (head, at + tail) if at and re.fullmatch(r"[0-9.eE+-]+", tail) else (rest, "")
+    return (head, at + tail) if at and (tail == AUTO or re.fullmatch(r"[0-9.eE+-]+", tail)) else (rest, "")
 
 
 @dataclass
@@ -149,9 +151,10 @@ def parse_methods(specs: list[str]) -> list[Method]:
             name, _, rest = spec.partition("=")
             rest, confidence = _split_confidence(rest)
             try:
-                threshold = {"min_draft_confidence": float(confidence[1:])} if confidence else {}
+                threshold = ({"min_draft_confidence": AUTO if confidence == "@" + AUTO else float(confidence[1:])}
+                             if confidence else {})
             except ValueError:
-                raise ValueError(f"method {spec!r}: '@C' needs a number C in (0, 1)") from None
+                raise ValueError(f"method {spec!r}: '@C' needs a number C in (0, 1), or 'auto'") from None
             rest, hybrid = _split_hybrid(rest)
             folder, _, k = rest.partition(":")
             config = {"model": folder, **_vllm_method_of(folder, spec)}
@@ -169,7 +172,8 @@ def parse_methods(specs: list[str]) -> list[Method]:
 
 def _method_from_object(spec: dict) -> Method:
     name, config = spec.get("name"), spec.get("speculative_config")
-    if set(spec) != {"name", "speculative_config"} or not isinstance(name, str) or not isinstance(config, dict):
+    if (set(spec) != {"name", "speculative_config"} or not isinstance(name, str) or name == "none"
+            or not isinstance(config, dict) or not config):  # 'none' names the baseline every ratio is against
         raise ValueError(f"method {spec!r}: expected {{\"name\": NAME, \"speculative_config\": {{...}}}} (vLLM's "
                          f"speculative config)")
     return Method(name, dict(config))

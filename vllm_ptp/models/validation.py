@@ -40,7 +40,7 @@ def validate_checkpoint_for_target(method: str, folder: str, target_model_config
     longer = longer_k_for_matches and method != PTP_TYPE
     if k < 1 or (k > n and not longer):
         hint = (" (CP heads with \"hybrid\": \"ngram\" take a larger k: the context matches draft the positions "
-                "beyond the heads)" if method != PTP_TYPE else "")
+                "beyond the heads)" if method != PTP_TYPE and k > n else "")
         raise CheckpointError(f"{Path(folder) / CONFIG_FILE}: num_speculative_tokens={k} but field '{field}' is {n}: "
                               f"this draft was trained to draft 1 to {n} tokens{hint}")
     return k

@@ -27,13 +27,18 @@ def top_probability(logits: torch.Tensor, temperature: torch.Tensor | None) -> t
     return (logits.float() / scale[:, None]).softmax(-1).amax(-1)
 
 
-def check_threshold(value) -> float | None:
-    """speculative_config.min_draft_confidence -> the threshold, or None when unset; one ValueError otherwise."""
-    if value is None:
-        return None
+AUTO = "auto"  # the cut measured on the engine's own steps (verify_cost)
+
+
+def check_threshold(value) -> float | str | None:
+    """speculative_config.min_draft_confidence -> the threshold, "auto", or None when unset; one ValueError
+    otherwise."""
+    if value is None or value == AUTO:
+        return value
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
         raise ValueError(f"speculative_config.min_draft_confidence: expected a number in (0, 1), the chained top "
-                         f"probability below which a draft stops, got {value!r}")
+                         f"probability below which a draft stops, or \"{AUTO}\" (the cut that maximises tokens "
+                         f"per second, measured while serving), got {value!r}")
     return float(value)
 
 

@@ -21,10 +21,9 @@ logger = logging.getLogger("vllm.ptp")
 HYBRID_FIELD = "hybrid"
 HYBRID_BATCH_FIELD = "hybrid_draft_max_batch_size"
 CONFIDENCE_FIELD = "min_draft_confidence"
-# Fields vllm-ptp adds to SpeculativeConfig (None by default; only 'cp' / 'ptp' take them). The batch size is typed
-# loosely so that a bad value reaches HybridSettings' one clear error rather than pydantic's coercion.
-OUR_FIELDS = {HYBRID_FIELD: typing.Optional[str], HYBRID_BATCH_FIELD: typing.Any,
-              CONFIDENCE_FIELD: typing.Optional[float]}
+# Fields vllm-ptp adds to SpeculativeConfig (None by default; only 'cp' / 'ptp' take them). The batch size and the
+# confidence are typed loosely so that a bad value reaches our one clear error rather than pydantic's coercion.
+OUR_FIELDS = {HYBRID_FIELD: typing.Optional[str], HYBRID_BATCH_FIELD: typing.Any, CONFIDENCE_FIELD: typing.Any}
 
 # SpeculativeConfig is a pydantic dataclass that forbids unknown fields and checks `method` against a Literal: a new
 # method name and new fields need its schema rebuilt (undone by restore_schema).

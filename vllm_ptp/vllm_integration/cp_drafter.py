@@ -38,16 +38,21 @@ class VllmCPDrafter:
                 active.append(i)
             offset += 1 if num_draft_tokens is None else num_draft_tokens[i] + 1
         drafts: list[list[int]] = [[] for _ in sampled_token_ids]
-        if not active or k == 0:
+        if not any(sampled_token_ids) or k == 0:
             return drafts, None
         width, k = k, min(k, self.proposer.config.num_heads)
+        # Drawn for every request, drafted or not: a seeded request's generator (which the rejection sampler also
+        # reads) then advances alike whether it matched, and whatever else is in the batch.
+        uniforms = draw_uniforms(len(sampled_token_ids), k, sampling_metadata.generators,
+                                 sampling_metadata.temperature, self.device)
+        if not active:
+            return drafts, None
         idx = torch.tensor(active, device=self.device)
+        uniforms = uniforms[idx]
         temperature = (torch.zeros(len(active), device=self.device) if sampling_metadata.temperature is None
                        else sampling_metadata.temperature[idx])
         top_k = None if sampling_metadata.top_k is None else sampling_metadata.top_k[idx]
         top_p = None if sampling_metadata.top_p is None else sampling_metadata.top_p[idx]
-        uniforms = draw_uniforms(len(sampled_token_ids), k, sampling_metadata.generators,
-                                 sampling_metadata.temperature, self.device)[idx]
         ids, probs = self.proposer.propose(
             sample_hidden_states[torch.tensor(rows, device=sample_hidden_states.device)],
             torch.tensor(last_tokens, device=self.device), k, temperature, top_k, top_p, uniforms,

@@ -9,14 +9,21 @@ from; the CPU runner subclasses GPUModelRunner, so these replacements serve both
 """
 from __future__ import annotations
 
+import logging
+import time
+
 from vllm_ptp.engine_settings import EngineSettings
-from vllm_ptp.proposers.draft_confidence import keep_confident
+from vllm_ptp.proposers.draft_confidence import AUTO, keep_confident
+from vllm_ptp.proposers.verify_cost import VerifyCost
 from vllm_ptp.vllm_integration.cp_drafter import VllmCPDrafter
 from vllm_ptp.vllm_integration.draft_timer import DraftTimer
 from vllm_ptp.vllm_integration.hybrid import (context_matcher, cp_matches, keep_matched_only, learned_rows,
                                               overlay_on_cp_drafts, overlay_on_ptp_drafts)
 from vllm_ptp.vllm_integration.methods import is_ours, serves_ptp
 from vllm_ptp.vllm_integration.registry import original
+
+logger = logging.getLogger("vllm.ptp")
+AUTO_REPORT_SECONDS = 60.0
 
 
 def runner_init(self, vllm_config, device):
@@ -30,9 +37,13 @@ def runner_init(self, vllm_config, device):
     self._vllm_ptp_draft_timer = DraftTimer(settings.draft_time_file)
     self._vllm_ptp_fix_sampler = is_ours(spec) or settings.fix_cpu_sampler_for_all
     self._vllm_ptp_matcher = None
+    self._vllm_ptp_verify_cost = None
     if not is_ours(spec):
         return original("GPUModelRunner.__init__")(self, vllm_config, device)
     self._vllm_ptp_matcher = context_matcher(vllm_config)
+    if spec.min_draft_confidence == AUTO:
+        self._vllm_ptp_verify_cost = VerifyCost()
+        self._vllm_ptp_auto_reported = time.monotonic()
     vllm_init = original("GPUModelRunner.__init__")
     from vllm.v1.worker import gpu_model_runner as runner_module
     if serves_ptp(spec):
@@ -60,6 +71,8 @@ def propose_draft_token_ids(self, scheduler_output, sampled_token_ids, sampling_
                             slot_mappings):
     """Replaces GPUModelRunner.propose_draft_token_ids: CP drafts from the target's hidden states; PTP (and every
     method not ours) through vLLM's own; the hybrid's matches on top of ours; all of it timed for the bench."""
+    if getattr(self, "_vllm_ptp_verify_cost", None) is not None:
+        _measure_step(self, scheduler_output, sampled_token_ids)
     with self._vllm_ptp_draft_timer.timing(self.device):
         matcher = getattr(self, "_vllm_ptp_matcher", None)
         if not is_ours(self.speculative_config) or serves_ptp(self.speculative_config):
@@ -99,7 +112,21 @@ def _ptp_final_drafts(self, matcher, drafts, sampled_token_ids):
 
 
 def _confidence_threshold(self) -> float | None:
-    return getattr(self.speculative_config, "min_draft_confidence", None)
+    setting = getattr(self.speculative_config, "min_draft_confidence", None)
+    return self._vllm_ptp_verify_cost.threshold(self.input_batch.num_reqs) if setting == AUTO else setting
+
+
+def _measure_step(self, scheduler_output, sampled_token_ids) -> None:
+    """min_draft_confidence "auto": the step that just ran, to the cost model (verify_cost)."""
+    scheduled, drafts = scheduler_output.num_scheduled_tokens, scheduler_output.scheduled_spec_decode_tokens
+    decode_only = all(n == 1 + len(drafts.get(req_id, ())) for req_id, n in scheduled.items())
+    new_tokens = (int((sampled_token_ids >= 0).sum()) if hasattr(sampled_token_ids, "shape")
+                  else sum(len(tokens) for tokens in sampled_token_ids))
+    cost = self._vllm_ptp_verify_cost
+    cost.step(decode_only, len(scheduled), sum(len(d) for d in drafts.values()), new_tokens)
+    if time.monotonic() - self._vllm_ptp_auto_reported > AUTO_REPORT_SECONDS:
+        self._vllm_ptp_auto_reported = time.monotonic()
+        logger.info("vllm-ptp min_draft_confidence auto: %s", cost.describe())
 
 
 def keep_confident_drafts(self, drafts: list[list[int]], learned: list[list[int]], matched: list[int]
