@@ -96,16 +96,28 @@ def test_greedy_output_identical_with_rows_of_every_length(tiny_target, draft, r
 
 @pytest.mark.engine
 @pytest.mark.parametrize("draft", ["tiny_ptp", "tiny_cp"])
-def test_greedy_output_identical_with_the_measured_cut(tiny_target, draft, request):
-    """"auto" cuts where the engine's own step times say (verify_cost): rows of whatever lengths that gives (with
-    the hybrid's matches: test_hybrid)."""
+def test_greedy_output_identical_with_the_measured_cut(tiny_target, draft, request, monkeypatch):
+    """"auto": the runner reports every step to the cost model and cuts where it says; here the cut is moved every
+    step (0.01 ... 0.9), as a measured cut may move, and greedy output stays plain vLLM's (with the hybrid's
+    matches: test_hybrid)."""
     from vllm import SamplingParams
+
+    from vllm_ptp.proposers.verify_cost import VerifyCost
+    steps, cuts = [], iter([0.01, 0.3, 0.9, 0.05] * 1000)
+    step = VerifyCost.step
+    monkeypatch.setattr(VerifyCost, "step", lambda cost, *args, **kw: (steps.append((*args, *kw.values())),
+                                                                        step(cost, *args, **kw)))
+    monkeypatch.setattr(VerifyCost, "threshold", lambda cost, requests: next(cuts))
     draft = str(request.getfixturevalue(draft))
     params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
     plain = generate(tiny_target, PROMPTS, params)
     auto = generate(tiny_target, PROMPTS, params, {"model": draft, "num_speculative_tokens": 3,
                                                    "min_draft_confidence": "auto"})
     assert auto.outputs == plain.outputs
+    decode = [s for s in steps if s[0]]
+    assert len(decode) > 10 and len({drafts for _, _, drafts, _ in decode}) > 1, steps
+    assert sum(new for _, _, _, new in decode) >= sum(requests for _, requests, _, _ in decode)
+    assert 0 < auto.draft_tokens < 3 * auto.drafts
 
 
 @pytest.mark.engine

@@ -14,8 +14,9 @@ from vllm_ptp.kernels import pick_from_logits
 
 
 def draw_uniforms(batch: int, k: int, generators: dict[int, torch.Generator], temperature: torch.Tensor | None,
-                  device: torch.device) -> torch.Tensor:
-    """u [batch, k] ~ U[0, 1); rows of seeded requests (index -> generator) come from their generator.
+                  device: torch.device, seeded_rows: set[int] | None = None) -> torch.Tensor:
+    """u [batch, k] ~ U[0, 1); rows of seeded requests (index -> generator) come from their generator, if in
+    seeded_rows (None: all); the others' generators are left as they are.
 
     Greedy rows (temperature None or <= 0) get u = 1/2: at temperature 0 every u picks the argmax and tells the draft
     nothing, and a fixed u keeps greedy drafts deterministic. Random u's there would change how many tokens greedy
@@ -23,7 +24,7 @@ def draw_uniforms(batch: int, k: int, generators: dict[int, torch.Generator], te
     same batch see: their answers would no longer repeat run to run."""
     u = torch.rand(batch, k, device=device)
     for i, generator in generators.items():
-        if i < batch:
+        if i < batch and (seeded_rows is None or i in seeded_rows):
             u[i] = torch.rand(k, generator=generator, device=generator.device).to(device)
     if temperature is None:
         return u.fill_(0.5)

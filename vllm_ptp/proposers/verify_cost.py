@@ -9,16 +9,16 @@ raises tokens per second exactly when P / b > r, so the best cut is
 b differs from machine to machine and day to day (on two CPU cores a verified token cost 2-30% of a plain step on
 different days), and grows with the batch, where the target turns compute-bound: one fixed cut is wrong somewhere.
 Both are measured here on the engine's decode steps: b is the slope of the step's wall time in the number of draft
-tokens it verified (a least-squares fit of the median times of each (requests, drafts) pair over a window of recent
-steps; the median ignores the odd step a collector or another process stretched), r the tokens those steps made per
-second, both apart for batches of 1, 2-3, 4-7, 8-15, ... requests.
+tokens it verified (least squares in drafts and requests over a window of recent steps, fitted a second time
+without the steps it fits worst: the odd step a collector or another process stretched), r the tokens those steps
+made per second (decode steps only: prefill time is not in it), both apart for batches of 1, 2-3, 4-7, 8-15, ...
+requests.
 
 Lossless: the cut depends on wall times and the draft's own distributions, never on the target's.
 """
 from __future__ import annotations
 
 import collections
-import statistics
 import time
 
 import numpy as np
@@ -26,29 +26,31 @@ import numpy as np
 START_THRESHOLD = 0.1  # until the window holds steps with different numbers of drafts
 MIN_THRESHOLD, MAX_THRESHOLD = 0.01, 0.9  # below 0.9 some drafts stay verified, so b stays measurable
 WINDOW_STEPS = 256  # per range of batch sizes
-MIN_STEPS_PER_POINT = 3
+MIN_STEPS = 16
+OUTLIER_SPREADS = 4.0  # residuals beyond this many robust standard deviations leave the fit
+REFITS = 2
 REFIT_EVERY = 8  # steps; a fit reads the whole window
 
 
 class VerifyCost:
-    """Fed every step's wall time (start of one drafting to the start of the next: the target's step verifying the
-    drafts, its sampling, the scheduler and the drafting itself) with what the step computed; gives the cut for a
-    step of so many requests. Batches of 1, 2-3, 4-7, 8-15, ... requests are fitted apart: a verified token costs
+    """Fed every step's wall time (the end of one drafting to the end of the next: the scheduler, the target's step
+    verifying the drafts, its sampling, and the drafting after it, whose cost may grow with the tokens verified too)
+    with what the step computed; gives the cut for a step of so many requests. Batches of 1, 2-3, 4-7, 8-15, ... requests are fitted apart: a verified token costs
     more where the target is compute-bound, and the tokens per second differ."""
 
     def __init__(self, clock=time.perf_counter):
         self.clock = clock
         self.buckets: dict[int, BatchCost] = collections.defaultdict(BatchCost)
-        self._last_start: float | None = None
+        self._last_end: float | None = None
 
     def step(self, decode_only: bool, requests: int, draft_tokens: int, new_tokens: int) -> None:
-        """Called as drafting starts. decode_only: the step that just ran verified drafts and computed nothing
-        else (no prefill: its time is then a function of requests and drafts); requests: requests in it;
-        draft_tokens: draft tokens it verified; new_tokens: tokens it added to the requests' outputs."""
+        """Called as drafting ends. decode_only: the step verified drafts and computed nothing else (no prefill: its
+        time is then a function of requests and drafts); requests: requests in it; draft_tokens: draft tokens it
+        verified; new_tokens: tokens it added to the requests' outputs."""
         now = self.clock()
-        if self._last_start is not None and decode_only and requests > 0:
-            self.buckets[requests.bit_length()].add((requests, draft_tokens, new_tokens, now - self._last_start))
-        self._last_start = now
+        if self._last_end is not None and decode_only and requests > 0:
+            self.buckets[requests.bit_length()].add((requests, draft_tokens, new_tokens, now - self._last_end))
+        self._last_end = now
 
     def threshold(self, requests: int) -> float:
         bucket = self.buckets.get(max(requests, 1).bit_length())
@@ -82,18 +84,26 @@ class BatchCost:
                 f"{self.tokens_per_second:.1f} tokens/s over the last {len(self.steps)} decode steps)")
 
     def _refit(self) -> None:
-        points = collections.defaultdict(list)
-        for requests, drafts, _, seconds in self.steps:
-            points[(requests, drafts)].append(seconds)
-        points = {key: times for key, times in points.items() if len(times) >= MIN_STEPS_PER_POINT}
-        if len({drafts for _, drafts in points}) < 2:
+        steps = np.array(self.steps, dtype=np.float64)  # requests, drafts, new tokens, seconds
+        requests, drafts, tokens, seconds = steps.T
+        if len(steps) < MIN_STEPS or np.unique(drafts).size < 2:
+            # Nothing tells what a draft token costs (a cut so high that no draft is verified, say): start over,
+            # so that drafts are verified again and measured.
+            self.threshold, self.slope_seconds, self.tokens_per_second = START_THRESHOLD, None, None
             return
-        keys = list(points)
-        weights = np.sqrt([len(points[key]) for key in keys])
-        features = np.array([[1.0, requests, drafts] for requests, drafts in keys]) * weights[:, None]
-        times = np.array([statistics.median(points[key]) for key in keys]) * weights
-        # min-norm least squares: a constant batch leaves the per-request term confounded with the fixed one,
-        # which does not touch the slope in drafts
-        self.slope_seconds = float(np.linalg.lstsq(features, times, rcond=None)[0][2])
-        self.tokens_per_second = sum(step[2] for step in self.steps) / sum(step[3] for step in self.steps)
+        columns = [np.ones_like(drafts), drafts] + ([requests] if np.unique(requests).size > 1 else [])
+        features = np.stack(columns, axis=1)
+        # least squares, twice refitted without the steps it fits worst (stretched by a collector or another
+        # process); the spread of the residuals is measured over every step, robustly
+        inliers = np.ones(len(steps), dtype=bool)
+        for _ in range(REFITS):
+            fit = np.linalg.lstsq(features[inliers], seconds[inliers], rcond=None)[0]
+            residual = seconds - features @ fit
+            deviation = np.abs(residual - np.median(residual))
+            inliers = deviation <= OUTLIER_SPREADS * 1.4826 * np.median(deviation) + 1e-9
+        if np.unique(drafts[inliers]).size < 2:
+            return
+        fit = np.linalg.lstsq(features[inliers], seconds[inliers], rcond=None)[0]
+        self.slope_seconds = float(fit[1])
+        self.tokens_per_second = float(tokens[inliers].sum() / seconds[inliers].sum())
         self.threshold = min(max(self.slope_seconds * self.tokens_per_second, MIN_THRESHOLD), MAX_THRESHOLD)

@@ -41,10 +41,12 @@ class VllmCPDrafter:
         if not any(sampled_token_ids) or k == 0:
             return drafts, None
         width, k = k, min(k, self.proposer.config.num_heads)
-        # Drawn for every request, drafted or not: a seeded request's generator (which the rejection sampler also
-        # reads) then advances alike whether it matched, and whatever else is in the batch.
+        # Drawn for every request with a new token, drafted or not: a seeded request's generator (which the
+        # rejection sampler also reads) then advances alike whether it matched, and whatever else is in the batch.
+        # A request in a partial prefill has none: vLLM has just rewound its generator, and it stays so.
         uniforms = draw_uniforms(len(sampled_token_ids), k, sampling_metadata.generators,
-                                 sampling_metadata.temperature, self.device)
+                                 sampling_metadata.temperature, self.device,
+                                 seeded_rows={i for i, tokens in enumerate(sampled_token_ids) if tokens})
         if not active:
             return drafts, None
         idx = torch.tensor(active, device=self.device)

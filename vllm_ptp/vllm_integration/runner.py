@@ -71,8 +71,24 @@ def propose_draft_token_ids(self, scheduler_output, sampled_token_ids, sampling_
                             slot_mappings):
     """Replaces GPUModelRunner.propose_draft_token_ids: CP drafts from the target's hidden states; PTP (and every
     method not ours) through vLLM's own; the hybrid's matches on top of ours; all of it timed for the bench."""
-    if getattr(self, "_vllm_ptp_verify_cost", None) is not None:
-        _measure_step(self, scheduler_output, sampled_token_ids)
+    cost = getattr(self, "_vllm_ptp_verify_cost", None)
+    if cost is None:
+        return _propose(self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states,
+                        sample_hidden_states, aux_hidden_states, spec_decode_metadata, common_attn_metadata,
+                        slot_mappings)
+    step = step_summary(scheduler_output)
+    drafts = _propose(self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states,
+                      sample_hidden_states, aux_hidden_states, spec_decode_metadata, common_attn_metadata,
+                      slot_mappings)
+    cost.step(*step, new_tokens=count_new_tokens(sampled_token_ids))
+    if time.monotonic() - self._vllm_ptp_auto_reported > AUTO_REPORT_SECONDS:
+        self._vllm_ptp_auto_reported = time.monotonic()
+        logger.info("vllm-ptp min_draft_confidence auto: %s", cost.describe())
+    return drafts
+
+
+def _propose(self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states, sample_hidden_states,
+             aux_hidden_states, spec_decode_metadata, common_attn_metadata, slot_mappings):
     with self._vllm_ptp_draft_timer.timing(self.device):
         matcher = getattr(self, "_vllm_ptp_matcher", None)
         if not is_ours(self.speculative_config) or serves_ptp(self.speculative_config):
@@ -116,17 +132,20 @@ def _confidence_threshold(self) -> float | None:
     return self._vllm_ptp_verify_cost.threshold(self.input_batch.num_reqs) if setting == AUTO else setting
 
 
-def _measure_step(self, scheduler_output, sampled_token_ids) -> None:
-    """min_draft_confidence "auto": the step that just ran, to the cost model (verify_cost)."""
+def step_summary(scheduler_output) -> tuple[bool, int, int]:
+    """The step that just ran, for min_draft_confidence "auto" (verify_cost) -> (decode only: every request computed
+    its one new token and its drafts, nothing of a prefill; requests; draft tokens verified)."""
     scheduled, drafts = scheduler_output.num_scheduled_tokens, scheduler_output.scheduled_spec_decode_tokens
     decode_only = all(n == 1 + len(drafts.get(req_id, ())) for req_id, n in scheduled.items())
-    new_tokens = (int((sampled_token_ids >= 0).sum()) if hasattr(sampled_token_ids, "shape")
-                  else sum(len(tokens) for tokens in sampled_token_ids))
-    cost = self._vllm_ptp_verify_cost
-    cost.step(decode_only, len(scheduled), sum(len(d) for d in drafts.values()), new_tokens)
-    if time.monotonic() - self._vllm_ptp_auto_reported > AUTO_REPORT_SECONDS:
-        self._vllm_ptp_auto_reported = time.monotonic()
-        logger.info("vllm-ptp min_draft_confidence auto: %s", cost.describe())
+    return decode_only, len(scheduled), sum(len(d) for d in drafts.values())
+
+
+def count_new_tokens(sampled_token_ids) -> int:
+    """Tokens the step added to the requests: lists of them, or a tensor with -1 in rejected slots (PTP's padded
+    drafting)."""
+    if hasattr(sampled_token_ids, "shape"):
+        return int((sampled_token_ids >= 0).sum())
+    return sum(len(tokens) for tokens in sampled_token_ids)
 
 
 def keep_confident_drafts(self, drafts: list[list[int]], learned: list[list[int]], matched: list[int]
