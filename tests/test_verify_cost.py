@@ -39,7 +39,7 @@ def test_the_cut_is_the_slope_times_the_throughput():
     assert cost.buckets[1].slope_seconds == pytest.approx(0.02, rel=1e-6)
     assert cost.threshold(1) == pytest.approx(0.02 * rate, rel=1e-6)
     assert 0.1 < cost.threshold(1) < 0.5
-    assert cost.threshold(8) == START_THRESHOLD  # no step of 8-15 requests yet
+    assert cost.threshold(8) == cost.threshold(1)  # no step of 8-15 requests yet: the nearest fitted range's
 
 
 def test_stretched_steps_and_prefills_move_neither_the_slope_nor_the_throughput():
@@ -69,6 +69,7 @@ def test_the_batch_size_is_not_taken_for_the_drafts_and_batch_ranges_are_fitted_
     assert cost.buckets[1].slope_seconds == pytest.approx(0.01, rel=1e-6)
     assert cost.buckets[3].slope_seconds == pytest.approx(0.03, rel=1e-6)
     assert cost.threshold(6) > cost.threshold(1)
+    assert cost.threshold(12) == cost.threshold(2) == cost.threshold(6)  # between two: the larger's
 
 
 def test_the_start_value_holds_until_the_drafts_vary_and_the_cut_stays_in_bounds():
@@ -79,7 +80,7 @@ def test_the_start_value_holds_until_the_drafts_vary_and_the_cut_stays_in_bounds
         clock.now += 0.1
         cost.step(True, 1, 3, 2)
     assert cost.threshold(1) == START_THRESHOLD and cost.buckets[1].slope_seconds is None
-    assert "starting value" in cost.describe()
+    assert "no fit yet" in cost.describe()
     free = run_steps(VerifyCost(clock), clock, 200, lambda batch, drafts, rng: 0.1 - 0.001 * drafts)
     assert free.threshold(1) == MIN_THRESHOLD
     dear = run_steps(VerifyCost(clock), clock, 200, lambda batch, drafts, rng: 0.1 + 0.5 * drafts)

@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-START_THRESHOLD = 0.1  # until the window holds steps with different numbers of drafts
+START_THRESHOLD = 0.1  # until some window holds steps with different numbers of drafts
 MIN_THRESHOLD, MAX_THRESHOLD = 0.01, 0.9  # below 0.9 some drafts stay verified, so b stays measurable
 WINDOW_STEPS = 256  # per range of batch sizes
 MIN_STEPS = 16
@@ -53,8 +53,13 @@ class VerifyCost:
         self._last_end = now
 
     def threshold(self, requests: int) -> float:
-        bucket = self.buckets.get(max(requests, 1).bit_length())
-        return START_THRESHOLD if bucket is None else bucket.threshold
+        """The cut for a step of this many requests; a range of batch sizes without a fit yet borrows the nearest
+        fitted range's (a batch reaches each smaller range as its requests finish, briefly)."""
+        key = max(requests, 1).bit_length()
+        fitted = [k for k, bucket in self.buckets.items() if bucket.slope_seconds is not None]
+        if not fitted:
+            return START_THRESHOLD
+        return self.buckets[min(fitted, key=lambda k: (abs(k - key), -k))].threshold
 
     def describe(self) -> str:
         return "; ".join(f"{2 ** (key - 1)}-{2 ** key - 1} requests: {bucket.describe()}"
@@ -79,7 +84,7 @@ class BatchCost:
 
     def describe(self) -> str:
         if self.slope_seconds is None:
-            return f"{self.threshold:.3f} (the starting value: no steps with different numbers of drafts yet)"
+            return "no fit yet (no steps with different numbers of drafts): the nearest fitted range's cut, or 0.1"
         return (f"{self.threshold:.3f} (a verified draft token costs {1000 * self.slope_seconds:.2f} ms of a step; "
                 f"{self.tokens_per_second:.1f} tokens/s over the last {len(self.steps)} decode steps)")
 
