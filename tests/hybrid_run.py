@@ -2,7 +2,7 @@
 after which vLLM 0.32 cannot build another in-process engine (its CPU kernel registration trips over llvmlite
 objects in sys.modules), so the tests' own process never runs one. Prints one RESULT line of JSON.
 
-usage: hybrid_run.py greedy TARGET DRAFT | hybrid_run.py matches_only TARGET DRAFT K | hybrid_run.py forced TARGET DRAFT PROMPT SAMPLES TOKEN
+usage: hybrid_run.py matcher | hybrid_run.py greedy TARGET DRAFT | hybrid_run.py matches_only TARGET DRAFT K | hybrid_run.py forced TARGET DRAFT PROMPT SAMPLES TOKEN [MIN_DRAFT_CONFIDENCE]
 """
 import json
 import sys
@@ -21,9 +21,9 @@ def log_matches() -> list[tuple[int, int, int]]:
     match = ContextMatcher.match
 
     def logged(matcher, token_ids, num_tokens, active, new_tokens=None):
-        matches = match(matcher, token_ids, num_tokens, active, new_tokens)
+        matches, suffixes = match(matcher, token_ids, num_tokens, active, new_tokens)
         steps.append((sum(active), sum(bool(m) for m in matches), sum(min(len(m), matcher.k) for m in matches)))
-        return matches
+        return matches, suffixes
 
     ContextMatcher.match = logged
     return steps
@@ -33,7 +33,8 @@ def force_matches(token: int) -> None:
     """Every drafting row 'matches' with k copies of `token`: every draft of the run meets the rejection sampler
     as a one-hot matched draft."""
     def forced(matcher, token_ids, num_tokens, active, new_tokens=None):
-        return [[token] * matcher.k if on else [] for on in active]
+        return [[token] * matcher.k if on else [] for on in active], [matcher.settings.max_match if on else 0
+                                                                      for on in active]
 
     ContextMatcher.match = forced
 
@@ -43,7 +44,37 @@ def counters(run) -> dict:
             "draft_tokens": run.draft_tokens}
 
 
+def compare_with_ngram(rows: int = 200, length: int = 60, vocab: int = 6) -> dict:
+    """ContextMatcher against vLLM's NgramProposer over [2, 4] on random token rows: the same matches, and each
+    row's suffix length is the longest of 2..4 whose last tokens occurred before."""
+    import numpy as np
+    from types import SimpleNamespace
+
+    from vllm.v1.spec_decode.ngram_proposer import NgramProposer
+
+    from vllm_ptp.proposers.context_match import HybridSettings
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, vocab, size=(rows, length), dtype=np.int32)
+    lengths = rng.integers(3, length, size=rows).astype(np.int32)
+    matcher = ContextMatcher(HybridSettings("ngram", 2, 4), 3, 1024, rows)
+    matches, suffixes = matcher.match(tokens, lengths, [True] * rows)
+    ngram = NgramProposer(SimpleNamespace(
+        speculative_config=SimpleNamespace(prompt_lookup_min=2, prompt_lookup_max=4, num_speculative_tokens=3),
+        model_config=SimpleNamespace(max_model_len=1024), scheduler_config=SimpleNamespace(max_num_seqs=rows),
+        parallel_config=SimpleNamespace(tensor_parallel_size=1)))
+    expected = ngram.propose(3, [[0]] * rows, lengths, tokens)
+
+    def longest_suffix(row, n_tokens):
+        seq = row[:n_tokens].tolist()
+        return max([n for n in (2, 3, 4) if any(seq[i:i + n] == seq[-n:] for i in range(n_tokens - n))], default=0)
+    return {"same_matches": [list(map(int, m)) for m in matches] == [list(map(int, m)) for m in expected],
+            "suffixes": suffixes, "longest": [longest_suffix(tokens[i], lengths[i]) for i in range(rows)]}
+
+
 if __name__ == "__main__":
+    if sys.argv[1] == "matcher":
+        print("RESULT " + json.dumps(compare_with_ngram()))
+        sys.exit(0)
     from vllm import SamplingParams
     mode, target, draft = sys.argv[1:4]
     if mode == "greedy":
@@ -64,8 +95,11 @@ if __name__ == "__main__":
         result = {**counters(run), "steps": steps}
     else:
         prompt, samples, token = sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
+        cut = {"min_draft_confidence": float(sys.argv[7])} if len(sys.argv) > 7 else {}
         force_matches(token)
         sampled = SamplingParams(temperature=1.0, top_k=8, max_tokens=3, ignore_eos=True)
-        run = generate(target, [prompt] * samples, sampled, {"model": draft, "num_speculative_tokens": 3, **HYBRID})
-        result = {"outputs": run.outputs, "drafts": run.drafts, "accepted": run.accepted}
+        run = generate(target, [prompt] * samples, sampled, {"model": draft, "num_speculative_tokens": 3, **HYBRID,
+                                                             **cut})
+        result = {"outputs": run.outputs, "drafts": run.drafts, "accepted": run.accepted,
+                  "draft_tokens": run.draft_tokens}
     print("RESULT " + json.dumps(result))

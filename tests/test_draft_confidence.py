@@ -18,18 +18,27 @@ THRESHOLD = 0.05
 def test_a_row_stops_at_its_first_unsure_position():
     confidence = torch.tensor([[0.9, 0.5, 0.9], [0.2, 0.9, 0.9], [0.04, 0.99, 0.99], [0.9, 0.9, 0.9]])
     drafts = [[1, 2, 3], [4, 5, 6], [7, 8, 9], [10, 11, 12]]
+    none = [[]] * 4
     # chained: 0.9, 0.45, 0.405 | 0.2, 0.18, 0.162 | 0.04 ... | 0.9, 0.81, 0.729
-    assert keep_confident(drafts, drafts, confidence, [0] * 4, 0.3) == [[1, 2, 3], [], [], [10, 11, 12]]
-    assert keep_confident(drafts, drafts, confidence, [0] * 4, 0.17) == [[1, 2, 3], [4, 5], [], [10, 11, 12]]
+    assert keep_confident(drafts, confidence, none, none, 0.3) == ([[1, 2, 3], [], [], [10, 11, 12]], [0] * 4)
+    assert keep_confident(drafts, confidence, none, none, 0.17)[0] == [[1, 2, 3], [4, 5], [], [10, 11, 12]]
 
 
-def test_context_matches_are_kept_and_learned_positions_after_them_need_agreement():
-    confidence = torch.full((3, 3), 0.9)
-    learned = [[1, 2, 3], [1, 2, 3], [1, 2, 3]]
-    drafts = [[1, 2, 3], [7, 2, 3], [7, 8, 9]]  # row 0 matched and agreed, row 1 matched a token it had not picked
-    assert keep_confident(drafts, learned, confidence, [2, 1, 3], 0.5) == [[1, 2, 3], [7], [7, 8, 9]]
-    low = torch.full((3, 3), 0.01)
-    assert keep_confident(drafts, learned, low, [2, 1, 3], 0.5) == [[1, 2], [7], [7, 8, 9]]
+def test_a_matched_row_takes_the_draft_worth_more():
+    """Matched positions count at their measured rates; the row keeps the match, cut where its chained rate falls
+    below the threshold, or the learned draft alone, whichever sums the larger P - threshold."""
+    confidence = torch.tensor([[0.9, 0.9, 0.9]] * 3 + [[0.5, 0.9, 0.9], [0.9, 0.9, 0.9]])
+    learned = [[1, 2, 3], [1, 2, 3], [1, 2, 3], [1, 2, 3], []]
+    matches = [[1, 2, 3], [7, 8, 9], [1], [7], [5, 6, 7]]
+    rates = [[0.95, 0.9, 0.9], [0.8, 0.5, 0.5], [0.9], [0.95], [0.45, 1.0, 1.0]]
+    drafts, matched = keep_confident(learned, confidence, matches, rates, 0.5)
+    # 0: the match (chained .95, .855, .77: 1.075 over the threshold) beats the learned draft (.9, .81, .729: .939)
+    # 1: the match keeps one position (.8, then .4): .3, less than the learned draft's .939
+    # 2: a one-token match the learned draft agrees with, then the learned positions: .9, .81, .729, a tie
+    # 3: the learned draft is unsure (.5, then .45: 0), the match is worth .45
+    # 4: no learned draft (CP heads skip matched rows) and a first rate below the threshold: nothing
+    assert drafts == [[1, 2, 3], [1, 2, 3], [1, 2, 3], [7], []]
+    assert matched == [3, 0, 1, 1, 0]
 
 
 def test_top_probability_reads_greedy_rows_at_temperature_one():

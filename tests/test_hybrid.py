@@ -40,6 +40,12 @@ def matched_tokens(steps) -> int:
     return sum(tokens for _, _, tokens in steps)
 
 
+def test_matches_are_vllm_ngram_s_with_their_suffix_length():
+    result = run_hybrid("matcher")
+    assert result["same_matches"]
+    assert result["suffixes"] == result["longest"] and {2, 3, 4} <= set(result["suffixes"])
+
+
 @pytest.mark.engine
 @pytest.mark.parametrize("draft", ["tiny_ptp", "tiny_cp"])
 def test_greedy_output_identical_and_matches_accepted(tiny_target, draft, request):
@@ -60,14 +66,20 @@ def test_greedy_output_identical_and_matches_accepted(tiny_target, draft, reques
     assert 0 < matches_only["draft_tokens"] <= allowed
 
 
-def test_matched_drafts_keep_the_target_distribution(tiny_target, tiny_ptp):
+@pytest.mark.parametrize("cut", [None, 0.05])
+def test_matched_drafts_keep_the_target_distribution(tiny_target, tiny_ptp, cut):
     """Every row of every step is given a one-hot matched draft (the most likely second token, k times): vLLM's
-    rejection sampler accepts it or resamples, and the first three tokens still follow the target exactly."""
+    rejection sampler accepts it or resamples, and the first three tokens still follow the target exactly. With
+    min_draft_confidence the matches are cut where their measured acceptance falls (the repeated token is rarely
+    right twice), or lose their row to the learned draft: rows of every length and of either origin verify
+    together."""
     samples = 3000
     joint = exact_joint(tiny_target)
     second = max(marginal(joint, (1,)).items(), key=lambda item: item[1])[0][0]
-    result = run_hybrid("forced", tiny_target, tiny_ptp, PROMPT, samples, second)
+    result = run_hybrid("forced", tiny_target, tiny_ptp, PROMPT, samples, second, *([cut] if cut else []))
     assert result["accepted"] > samples // 10, "matched drafts were hardly accepted: the test would not see a bias"
+    if cut:
+        assert result["draft_tokens"] < 2 * result["drafts"], "the matches were not cut by their measured acceptance"
     outputs = result["outputs"]
     assert p_value([tuple(o[:2]) for o in outputs], marginal(joint, (0, 1))) > ALPHA
     assert p_value([tuple(o[1:3]) for o in outputs], marginal(joint, (1, 2))) > ALPHA

@@ -8,9 +8,9 @@ slot 1 is well calibrated (top probability 0.1-0.2: accepted 26%; 0.5-0.7: 73%; 
 A position j is kept while the chained confidence c_1 * ... * c_j (the draft's estimate that positions 1..j are all
 accepted) is at least the threshold; the first position below it ends the row's draft. c_i is the draft's top
 probability in slot i, at the request's temperature (at 1 for greedy requests: their processed distribution is
-one-hot) and before top-k / top-p. A position the hybrid mode filled from a context match is always kept; it counts
-as c = 1 if the learned draft had picked the same token there, else 0, since the learned positions after it were
-drafted on the learned draft's own tokens.
+one-hot) and before top-k / top-p. A position the hybrid mode filled from a context match has no top probability:
+its c is the acceptance rate measured for matched positions like it (match_acceptance), and a matched row may fall
+back to the learned draft where that is worth more (keep_confident).
 
 Lossless: whether a position is verified depends only on the draft's own distributions, never on the target, and
 each kept position is still a pick from the distribution handed to the rejection sampler.
@@ -42,21 +42,54 @@ def check_threshold(value) -> float | str | None:
     return float(value)
 
 
-def keep_confident(drafts: list[list[int]], learned: list[list[int]], confidence: torch.Tensor,
-                   matched: list[int], threshold: float) -> list[list[int]]:
-    """drafts: each row's final draft (matched tokens first), learned: the learned draft's own picks, confidence
-    [B, K] its top probabilities, matched: how many leading positions of each row came from a context match
-    -> each row's draft cut before its first position whose chained confidence is below the threshold."""
-    kept = []
-    for row, (draft, own, conf) in enumerate(zip(drafts, learned, confidence.tolist())):
-        chain, n = 1.0, 0
-        for j, token in enumerate(draft):
-            if j < matched[row]:
-                chain *= float(j < len(own) and own[j] == token)
-            else:
-                chain *= conf[j]
-                if chain < threshold:
-                    break
-            n = j + 1
-        kept.append(draft[:n])
-    return kept
+def keep_confident(learned: list[list[int]], confidence: torch.Tensor | None, matches: list[list[int]],
+                   match_rates: list[list[float]], threshold: float) -> tuple[list[list[int]], list[int]]:
+    """learned: each row's learned draft ([] where it drafted none), confidence [B, >= K] its top probabilities
+    (None: no row was drafted), matches: each row's context match ([] for none), match_rates: each matched row's
+    acceptance rate by position (match_acceptance) -> each row's draft, cut before its first position whose chained
+    confidence is below the threshold, and how many of its leading positions are matched.
+
+    A row with a match has two drafts to offer: the match (then, where the learned draft had picked the same
+    tokens, the learned positions after it) or the learned draft alone. Each kept position earns its chained
+    confidence P in expected tokens and costs the threshold (C = b * r under "auto": a verified token's time, in
+    tokens), so the row takes the draft whose kept positions sum the larger P - C; a tie goes to the match."""
+    rows = confidence.tolist() if confidence is not None else [[0.0] * len(own) for own in learned]
+    drafts, matched = [], []
+    for own, conf, match, rates in zip(learned, rows, matches, match_rates):
+        alone, alone_value = _cut(own, [], conf, [], threshold)
+        if not match:
+            drafts.append(alone)
+            matched.append(0)
+            continue
+        k = max(len(own), len(match))
+        combined = match[:k] + own[len(match):k]
+        with_match, match_value = _cut(combined, own, conf, [rates[j] for j in range(min(len(match), k))], threshold)
+        if match_value >= alone_value:
+            drafts.append(with_match)
+            matched.append(min(len(match), len(with_match)))
+        else:
+            drafts.append(alone)
+            matched.append(0)
+    return drafts, matched
+
+
+def _cut(draft: list[int], own: list[int], conf: list[float], rates: list[float], threshold: float
+         ) -> tuple[list[int], float]:
+    """draft, whose first len(rates) positions are matched -> (its positions up to the first whose chained
+    confidence is below the threshold, the sum of P - threshold over them). A matched position's confidence is its
+    measured rate; a learned position after matched ones counts only if the learned draft picked every matched
+    token too (it was drafted on its own picks)."""
+    chain, agreed, value, n = 1.0, 1.0, 0.0, 0
+    for j, token in enumerate(draft):
+        if j < len(rates):
+            chain *= rates[j]
+            agreed *= float(j < len(own) and own[j] == token)
+            accepted = chain
+        else:
+            chain *= conf[j]
+            accepted = chain * agreed
+        if accepted < threshold:
+            break
+        value += accepted - threshold
+        n = j + 1
+    return draft[:n], value

@@ -35,8 +35,9 @@ REFIT_EVERY = 8  # steps; a fit reads the whole window
 class VerifyCost:
     """Fed every step's wall time (the end of one drafting to the end of the next: the scheduler, the target's step
     verifying the drafts, its sampling, and the drafting after it, whose cost may grow with the tokens verified too)
-    with what the step computed; gives the cut for a step of so many requests. Batches of 1, 2-3, 4-7, 8-15, ... requests are fitted apart: a verified token costs
-    more where the target is compute-bound, and the tokens per second differ."""
+    with what the step computed; gives the cut for a step of so many requests. Batches of 1, 2-3, 4-7, 8-15, ...
+    requests are fitted apart: a verified token costs more where the target is compute-bound, and the tokens per
+    second differ."""
 
     def __init__(self, clock=time.perf_counter):
         self.clock = clock

@@ -4,6 +4,8 @@ from __future__ import annotations
 import torch
 
 from vllm_ptp.proposers.context_match import ContextMatcher, HybridSettings, overlay_matches
+from vllm_ptp.proposers.draft_confidence import keep_confident
+from vllm_ptp.proposers.match_acceptance import MatchAcceptance
 
 
 def context_matcher(vllm_config) -> ContextMatcher | None:
@@ -21,33 +23,39 @@ def context_matcher(vllm_config) -> ContextMatcher | None:
                           vllm_config.scheduler_config.max_num_seqs)
 
 
-def overlay_on_ptp_drafts(runner, matcher: ContextMatcher, drafts: torch.Tensor, sampled_token_ids
-                          ) -> tuple[torch.Tensor, list[int]]:
-    """PTP drafts -> (drafts with the matches first, each row's matched length). vLLM's padded drafting (its
-    default) proposes before the runner's bookkeeping, from the sampled tokens as a tensor (-1: rejected slots): each
-    row's history is then the token table plus those tokens. Without padding it proposes after the bookkeeping, from
-    lists, and the table already holds them. Rows in a partial prefill draft nothing that is kept; they are
-    skipped."""
-    batch = min(drafts.shape[0], runner.input_batch.num_reqs)
+def ptp_matches(runner, matcher: ContextMatcher, sampled_token_ids) -> tuple[list[list[int]], list[int]]:
+    """Each request's context match and its suffix length (ContextMatcher.match) for the PTP path. vLLM's padded
+    drafting (its default) proposes before the runner's bookkeeping, from the sampled tokens as a tensor (-1:
+    rejected slots): each row's history is then the token table plus those tokens. Without padding it proposes after
+    the bookkeeping, from lists, and the table already holds them. Rows in a partial prefill draft nothing that is
+    kept; they get no match."""
+    batch = runner.input_batch.num_reqs
     before_bookkeeping = torch.is_tensor(sampled_token_ids)
     new_rows = sampled_token_ids.tolist() if before_bookkeeping else sampled_token_ids
     new_tokens = [[t for t in row if t >= 0] for row in new_rows[:batch]]
     discarded = runner.discard_request_mask.np[:batch]
     active = [bool(tokens) and not discarded[i] for i, tokens in enumerate(new_tokens)]
-    matches = matcher.match(runner.input_batch.token_ids_cpu, runner.input_batch.num_tokens_no_spec, active,
-                            new_tokens if before_bookkeeping else None)
-    ids, probs = overlay_matches(drafts[:batch], runner._draft_probs, matches)
+    return matcher.match(runner.input_batch.token_ids_cpu, runner.input_batch.num_tokens_no_spec, active,
+                         new_tokens if before_bookkeeping else None)
+
+
+def overlay_on_ptp_drafts(runner, drafts: torch.Tensor, matches: list[list[int]]) -> tuple[torch.Tensor, list[int]]:
+    """PTP drafts [B, k] -> (drafts with each request's match first, one-hot in the runner's draft probabilities;
+    each row's matched length). B may exceed the requests (padding rows), which keep their drafts."""
+    batch = min(len(matches), drafts.shape[0])
+    ids, probs = overlay_matches(drafts[:batch], runner._draft_probs, matches[:batch])
     runner._draft_probs = probs
     matched = matched_lengths(matches, drafts.shape[1]) + [0] * (drafts.shape[0] - batch)
     return (torch.cat([ids, drafts[batch:]]) if batch < drafts.shape[0] else ids), matched
 
 
-def cp_matches(runner, matcher: ContextMatcher, sampled_token_ids: list[list[int]]) -> list[list[int]]:
-    """Each request's context match for the CP path, which drafts after the runner's bookkeeping: the token table
-    already holds this step's tokens. Rows without a new token (partial prefills) get none."""
+def cp_matches(runner, matcher: ContextMatcher, sampled_token_ids: list[list[int]]
+               ) -> tuple[list[list[int]], list[int]]:
+    """Each request's context match and its suffix length for the CP path, which drafts after the runner's bookkeeping:
+    the token table already holds this step's tokens. Rows without a new token (partial prefills) get none."""
     active = [bool(tokens) for tokens in sampled_token_ids]
     if not any(active):
-        return [[] for _ in active]
+        return [[] for _ in active], [0] * len(active)
     return matcher.match(runner.input_batch.token_ids_cpu, runner.input_batch.num_tokens_no_spec, active)
 
 
@@ -68,6 +76,35 @@ def overlay_on_cp_drafts(drafts: list[list[int]], probs: torch.Tensor | None, ma
     if probs is not None:
         _, probs = overlay_matches(torch.zeros(len(drafts), k, dtype=torch.long), probs, matches)
     return [match[:k] if match else draft for draft, match in zip(drafts, matches)], probs, matched
+
+
+def choose_drafts(acceptance: MatchAcceptance, requests: list[str], learned: list[list[int]],
+                  confidence: torch.Tensor | None, matches: list[list[int]], suffixes: list[int],
+                  probs: torch.Tensor | None, threshold: float) -> tuple[list[list[int]], torch.Tensor | None]:
+    """min_draft_confidence with the hybrid: each row's learned draft ([] where it drafted none) and context match
+    -> each row's draft, the match or the learned draft, cut where its chained confidence falls below the threshold
+    (a matched position's confidence: the acceptance rate measured for its position and suffix length), and the
+    draft probabilities with the kept matched positions one-hot. Rows past the requests (padding) get no match."""
+    matches = list(matches) + [[] for _ in range(len(learned) - len(matches))]
+    rates = [acceptance.rates(suffix) if match else [] for suffix, match in zip(suffixes, matches)]
+    drafts, matched = keep_confident(learned, confidence, matches, rates, threshold)
+    if probs is not None and any(matched):
+        _, probs = overlay_matches(torch.zeros(len(drafts), probs.shape[1], dtype=torch.long), probs,
+                                   [draft[:n] for draft, n in zip(drafts, matched)])
+    for request, suffix, n in zip(requests, suffixes, matched):
+        acceptance.drafted(request, suffix, n)
+    return drafts, probs
+
+
+def observe_verified(acceptance: MatchAcceptance, requests: list[str], scheduler_output, sampled_token_ids) -> None:
+    """What this step's verification made of each request's last draft (its matched positions), for
+    match_acceptance: the draft tokens scheduled, and the tokens added (a list per request, or a tensor with -1 in
+    rejected slots)."""
+    scheduled = scheduler_output.scheduled_spec_decode_tokens
+    rows = sampled_token_ids.tolist() if torch.is_tensor(sampled_token_ids) else sampled_token_ids
+    for request, row in zip(requests, rows):
+        acceptance.verified(request, len(scheduled.get(request, ())), sum(1 for t in row if t >= 0))
+    acceptance.forget(requests)
 
 
 def keep_matched_only(drafts: list[list[int]], matched: list[int]) -> list[list[int]]:

@@ -14,11 +14,13 @@ import time
 
 from vllm_ptp.engine_settings import EngineSettings
 from vllm_ptp.proposers.draft_confidence import AUTO, keep_confident
+from vllm_ptp.proposers.match_acceptance import MatchAcceptance
 from vllm_ptp.proposers.verify_cost import VerifyCost
 from vllm_ptp.vllm_integration.cp_drafter import VllmCPDrafter
 from vllm_ptp.vllm_integration.draft_timer import DraftTimer
-from vllm_ptp.vllm_integration.hybrid import (context_matcher, cp_matches, keep_matched_only, learned_rows,
-                                              overlay_on_cp_drafts, overlay_on_ptp_drafts)
+from vllm_ptp.vllm_integration.hybrid import (choose_drafts, context_matcher, cp_matches, keep_matched_only,
+                                              learned_rows, observe_verified, overlay_on_cp_drafts,
+                                              overlay_on_ptp_drafts, ptp_matches)
 from vllm_ptp.vllm_integration.methods import is_ours, serves_ptp
 from vllm_ptp.vllm_integration.registry import original
 
@@ -38,9 +40,12 @@ def runner_init(self, vllm_config, device):
     self._vllm_ptp_fix_sampler = is_ours(spec) or settings.fix_cpu_sampler_for_all
     self._vllm_ptp_matcher = None
     self._vllm_ptp_verify_cost = None
+    self._vllm_ptp_match_acceptance = None
     if not is_ours(spec):
         return original("GPUModelRunner.__init__")(self, vllm_config, device)
     self._vllm_ptp_matcher = context_matcher(vllm_config)
+    if self._vllm_ptp_matcher is not None and spec.min_draft_confidence is not None:
+        self._vllm_ptp_match_acceptance = MatchAcceptance(spec.num_speculative_tokens)
     if spec.min_draft_confidence == AUTO:
         self._vllm_ptp_verify_cost = VerifyCost()
         self._vllm_ptp_auto_reported = time.monotonic()
@@ -84,6 +89,9 @@ def propose_draft_token_ids(self, scheduler_output, sampled_token_ids, sampling_
     if time.monotonic() - self._vllm_ptp_auto_reported > AUTO_REPORT_SECONDS:
         self._vllm_ptp_auto_reported = time.monotonic()
         logger.info("vllm-ptp min_draft_confidence auto: %s", cost.describe())
+        if self._vllm_ptp_match_acceptance is not None:
+            logger.info("vllm-ptp matched drafts accepted through each position: %s",
+                        self._vllm_ptp_match_acceptance.describe())
     return drafts
 
 
@@ -91,6 +99,10 @@ def _propose(self, scheduler_output, sampled_token_ids, sampling_metadata, hidde
              aux_hidden_states, spec_decode_metadata, common_attn_metadata, slot_mappings):
     with self._vllm_ptp_draft_timer.timing(self.device):
         matcher = getattr(self, "_vllm_ptp_matcher", None)
+        acceptance = getattr(self, "_vllm_ptp_match_acceptance", None)
+        if acceptance is not None:
+            observe_verified(acceptance, self.input_batch.req_ids[:self.input_batch.num_reqs], scheduler_output,
+                             sampled_token_ids)
         if not is_ours(self.speculative_config) or serves_ptp(self.speculative_config):
             drafts = original("GPUModelRunner.propose_draft_token_ids")(
                 self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states, sample_hidden_states,
@@ -100,15 +112,16 @@ def _propose(self, scheduler_output, sampled_token_ids, sampling_metadata, hidde
             return _ptp_final_drafts(self, matcher, drafts, sampled_token_ids)
         num_draft = spec_decode_metadata.num_draft_tokens if spec_decode_metadata is not None else None
         k = scheduler_output.num_spec_tokens_to_schedule
-        matches = cp_matches(self, matcher, sampled_token_ids) if matcher is not None else None
+        matches, suffixes = cp_matches(self, matcher, sampled_token_ids) if matcher is not None else (None, None)
         wanted = learned_rows(matcher, matches, self.input_batch.num_reqs) if matcher is not None else None
         draft_ids, draft_probs = self.drafter.propose(
             sampled_token_ids, sample_hidden_states, num_draft, sampling_metadata, k, wanted)
-        learned, matched = draft_ids, [0] * len(draft_ids)
-        if matcher is not None:
-            draft_ids, draft_probs, matched = overlay_on_cp_drafts(draft_ids, draft_probs, matches, k)
-        if _confidence_threshold(self) is not None:
-            draft_ids = keep_confident_drafts(self, draft_ids, learned, matched)
+        threshold = _confidence_threshold(self)
+        if threshold is not None:
+            draft_ids, draft_probs = _keep_confident_drafts(self, draft_ids, matches, suffixes, draft_probs,
+                                                            threshold)
+        elif matcher is not None:
+            draft_ids, draft_probs, _ = overlay_on_cp_drafts(draft_ids, draft_probs, matches, k)
         self._draft_probs = draft_probs
         self._draft_prob_req_ids = self.input_batch.req_ids.copy() if draft_probs is not None else None
         return draft_ids
@@ -117,14 +130,21 @@ def _propose(self, scheduler_output, sampled_token_ids, sampling_metadata, hidde
 def _ptp_final_drafts(self, matcher, drafts, sampled_token_ids):
     """PTP drafts [B, k] -> the hybrid's matches first, cut to the confident positions, and to the matches alone in
     a step too large for the learned draft (its forward still ran: the draft KV cache stays in step)."""
-    learned, matched = drafts, [0] * drafts.shape[0]
-    if matcher is not None:
-        drafts, matched = overlay_on_ptp_drafts(self, matcher, drafts, sampled_token_ids)
+    threshold = _confidence_threshold(self)
+    matches, suffixes = ptp_matches(self, matcher, sampled_token_ids) if matcher is not None else (None, None)
+    learned = drafts.tolist()
     if matcher is not None and not matcher.settings.drafts_learned(self.input_batch.num_reqs):
-        return keep_matched_only(drafts.tolist(), matched)
-    if _confidence_threshold(self) is None:
+        learned = [[] for _ in learned]
+    if threshold is not None:
+        final, self._draft_probs = _keep_confident_drafts(self, learned, matches, suffixes, self._draft_probs,
+                                                          threshold)
+        return final
+    if matcher is None:
         return drafts
-    return keep_confident_drafts(self, drafts.tolist(), learned.tolist(), matched)
+    drafts, matched = overlay_on_ptp_drafts(self, drafts, matches)
+    if not matcher.settings.drafts_learned(self.input_batch.num_reqs):
+        return keep_matched_only(drafts.tolist(), matched)
+    return drafts
 
 
 def _confidence_threshold(self) -> float | None:
@@ -148,15 +168,18 @@ def count_new_tokens(sampled_token_ids) -> int:
     return sum(len(tokens) for tokens in sampled_token_ids)
 
 
-def keep_confident_drafts(self, drafts: list[list[int]], learned: list[list[int]], matched: list[int]
-                          ) -> list[list[int]]:
-    """Each row's draft up to its first position the draft is unsure of (draft_confidence). Rows of a variable
-    length go to the scheduler as lists, as vLLM's ngram drafts do; the rejection sampler reads each row's leading
-    draft probabilities."""
+def _keep_confident_drafts(self, learned: list[list[int]], matches: list[list[int]] | None,
+                           suffixes: list[int] | None, probs, threshold: float):
+    """Each row's draft up to its first position the draft is unsure of (draft_confidence); with the hybrid, the
+    match or the learned draft, whichever is worth more. Rows of a variable length go to the scheduler as lists, as
+    vLLM's ngram drafts do; the rejection sampler reads each row's leading draft probabilities."""
     confidence = self.drafter.take_last_confidence()
-    if confidence is None:
-        return drafts
-    return keep_confident(drafts, learned, confidence.cpu(), matched, _confidence_threshold(self))
+    if matches is None:
+        none = [[] for _ in learned]
+        return keep_confident(learned, confidence, none, none, threshold)[0], probs
+    requests = self.input_batch.req_ids[:self.input_batch.num_reqs]
+    return choose_drafts(self._vllm_ptp_match_acceptance, requests, learned, confidence, matches, suffixes, probs,
+                         threshold)
 
 
 def input_fits_in_drafter(self, common_attn_metadata):
