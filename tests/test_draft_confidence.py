@@ -32,13 +32,28 @@ def test_a_matched_row_takes_the_draft_worth_more():
     matches = [[1, 2, 3], [7, 8, 9], [1], [7], [5, 6, 7]]
     rates = [[0.95, 0.9, 0.9], [0.8, 0.5, 0.5], [0.9], [0.95], [0.45, 1.0, 1.0]]
     drafts, matched = keep_confident(learned, confidence, matches, rates, 0.5)
-    # 0: the match (chained .95, .855, .77: 1.075 over the threshold) beats the learned draft (.9, .81, .729: .939)
-    # 1: the match keeps one position (.8, then .4): .3, less than the learned draft's .939
-    # 2: a one-token match the learned draft agrees with, then the learned positions: .9, .81, .729, a tie
-    # 3: the learned draft is unsure (.5, then .45: 0), the match is worth .45
+    # The match's worth against the learned draft's first slot (.9 - .5 = .4):
+    # 0: the match, chained .95, .855, .77, is worth 1.075
+    # 1: the match keeps one position (.8, then .4): .3; the learned draft is kept (.9, .81, .729)
+    # 2: a one-token match worth .4, a tie; the learned draft agrees with it, so its positions follow (.81, .729)
+    # 3: the learned draft's first slot is worth 0, the match .45; the learned draft disagrees: nothing follows
     # 4: no learned draft (CP heads skip matched rows) and a first rate below the threshold: nothing
     assert drafts == [[1, 2, 3], [1, 2, 3], [1, 2, 3], [7], []]
     assert matched == [3, 0, 1, 1, 0]
+
+
+def test_the_choice_of_a_matched_row_ignores_the_learned_draft_s_picks():
+    """Which draft a matched row takes may depend on the learned draft's first-slot confidence, never on its picks
+    or later slots (a PTP draft's slot j is conditioned on the u's before it): otherwise the learned draft would be
+    offered only for some of its picks, and what is verified would no longer follow its distribution."""
+    match, rates = [[4, 5]], [[0.99, 0.8]]
+    for first in (0.3, 0.6, 0.95):
+        chosen = set()
+        for own in ([4, 5, 6], [4, 7, 8], [9, 5, 6]):
+            for later in (0.05, 0.5, 0.99):
+                _, matched = keep_confident([own], torch.tensor([[first, later, later]]), match, rates, 0.5)
+                chosen.add(matched[0] > 0)
+        assert len(chosen) == 1, f"first-slot confidence {first}: the branch depended on the learned picks"
 
 
 def test_top_probability_reads_greedy_rows_at_temperature_one():

@@ -17,6 +17,8 @@ each kept position is still a pick from the distribution handed to the rejection
 """
 from __future__ import annotations
 
+import math
+
 import torch
 
 
@@ -49,47 +51,49 @@ def keep_confident(learned: list[list[int]], confidence: torch.Tensor | None, ma
     acceptance rate by position (match_acceptance) -> each row's draft, cut before its first position whose chained
     confidence is below the threshold, and how many of its leading positions are matched.
 
-    A row with a match has two drafts to offer: the match (then, where the learned draft had picked the same
-    tokens, the learned positions after it) or the learned draft alone. Each kept position earns its chained
+    A row with a match has two drafts to offer: the match or the learned draft. Each kept position earns its chained
     confidence P in expected tokens and costs the threshold (C = b * r under "auto": a verified token's time, in
-    tokens), so the row takes the draft whose kept positions sum the larger P - C; a tie goes to the match."""
+    tokens). The choice may not depend on the learned draft's picks, nor on its confidence past slot 1 (a PTP
+    draft's slot j is conditioned on the u's of the slots before it): a learned draft offered only for some of its
+    picks would no longer be a pick from the distribution handed to the rejection sampler. So the match's worth
+    (the sum of P - C over the positions its rates keep) is weighed against the learned draft's first slot alone
+    (c_1 - C); a tie goes to the match. Where the whole match is kept and the learned draft had picked the same
+    tokens, its learned positions follow."""
     rows = confidence.tolist() if confidence is not None else [[0.0] * len(own) for own in learned]
     drafts, matched = [], []
     for own, conf, match, rates in zip(learned, rows, matches, match_rates):
-        alone, alone_value = _cut(own, [], conf, [], threshold)
-        if not match:
-            drafts.append(alone)
-            matched.append(0)
-            continue
-        k = max(len(own), len(match))
-        combined = match[:k] + own[len(match):k]
-        with_match, match_value = _cut(combined, own, conf, [rates[j] for j in range(min(len(match), k))], threshold)
-        if match_value >= alone_value:
-            drafts.append(with_match)
-            matched.append(min(len(match), len(with_match)))
+        kept = _kept_match(match, rates, threshold)
+        if match and _worth(kept, rates, threshold) >= (conf[0] - threshold if own else 0.0):
+            n = len(kept)
+            agreed = n == len(match) and own[:n] == match
+            learned_after = own[n:] if agreed else []
+            drafts.append(kept + _cut(learned_after, conf[n:], math.prod(rates[:n]), threshold))
+            matched.append(n)
         else:
-            drafts.append(alone)
+            drafts.append(_cut(own, conf, 1.0, threshold))
             matched.append(0)
     return drafts, matched
 
 
-def _cut(draft: list[int], own: list[int], conf: list[float], rates: list[float], threshold: float
-         ) -> tuple[list[int], float]:
-    """draft, whose first len(rates) positions are matched -> (its positions up to the first whose chained
-    confidence is below the threshold, the sum of P - threshold over them). A matched position's confidence is its
-    measured rate; a learned position after matched ones counts only if the learned draft picked every matched
-    token too (it was drafted on its own picks)."""
-    chain, agreed, value, n = 1.0, 1.0, 0.0, 0
-    for j, token in enumerate(draft):
-        if j < len(rates):
-            chain *= rates[j]
-            agreed *= float(j < len(own) and own[j] == token)
-            accepted = chain
-        else:
-            chain *= conf[j]
-            accepted = chain * agreed
-        if accepted < threshold:
+def _kept_match(match: list[int], rates: list[float], threshold: float) -> list[int]:
+    """The match up to its first position whose chained rate is below the threshold."""
+    n = 0
+    while n < len(match) and math.prod(rates[:n + 1]) >= threshold:
+        n += 1
+    return match[:n]
+
+
+def _worth(kept: list[int], rates: list[float], threshold: float) -> float:
+    return sum(math.prod(rates[:j + 1]) - threshold for j in range(len(kept)))
+
+
+def _cut(draft: list[int], conf: list[float], chain: float, threshold: float) -> list[int]:
+    """Learned positions, after positions accepted with probability `chain` -> those up to the first whose chained
+    confidence is below the threshold."""
+    n = 0
+    for c in conf[:len(draft)]:
+        chain *= c
+        if chain < threshold:
             break
-        value += accepted - threshold
-        n = j + 1
-    return draft[:n], value
+        n += 1
+    return draft[:n]

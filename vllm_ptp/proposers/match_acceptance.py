@@ -13,7 +13,8 @@ the first mostly pays whole, the second mostly only in its first position.
 
 Counts start at PRIOR_DRAFTS drafts accepted whole (every match is verified whole until the counts say otherwise)
 and decay with a half-life of HALF_LIFE_DRAFTS drafts of their suffix length, so the rates follow a workload that
-changes.
+changes. A position the cut drops is no longer verified, so no longer measured: every EXPLORE_EVERY-th draft of a
+suffix length is offered whole (rates of 1), which keeps every position measured at a small cost.
 
 Lossless: a draft's length depends on what earlier steps accepted, never on the target's output for the step that
 verifies it.
@@ -24,6 +25,7 @@ import numpy as np
 
 PRIOR_DRAFTS = 2.0
 HALF_LIFE_DRAFTS = 500.0
+EXPLORE_EVERY = 16
 
 
 class MatchAcceptance:
@@ -34,7 +36,8 @@ class MatchAcceptance:
         self.k = k
         self._reached: dict[int, np.ndarray] = {}
         self._accepted: dict[int, np.ndarray] = {}
-        self._verifying: dict[str, tuple[int, int]] = {}  # request -> suffix length, matched positions of its draft
+        self._verifying: dict[str, tuple[int, list[int]]] = {}  # request -> suffix length, its draft's matched tokens
+        self._offered: dict[int, int] = {}
 
     def rates(self, suffix: int) -> list[float]:
         """Position j's acceptance rate, given positions 1..j-1 were accepted, for matches of this suffix
@@ -42,12 +45,19 @@ class MatchAcceptance:
         reached, accepted = self._counts(suffix)
         return (accepted / reached).tolist()
 
-    def verified(self, request: str, draft_tokens: int, new_tokens: int) -> None:
-        """A step verified `draft_tokens` of this request's last draft and added `new_tokens` to it (accepted + 1):
-        counts its matched positions."""
-        suffix, matched = self._verifying.pop(request, (0, 0))
-        matched = min(matched, draft_tokens)
-        if matched == 0 or new_tokens == 0:
+    def rates_to_offer(self, suffix: int) -> list[float]:
+        """The rates a new match of this suffix length is cut by: its measured rates, or 1s for one in
+        EXPLORE_EVERY (the positions a cut drops stay measured)."""
+        self._offered[suffix] = self._offered.get(suffix, 0) + 1
+        return [1.0] * self.k if self._offered[suffix] % EXPLORE_EVERY == 0 else self.rates(suffix)
+
+    def verified(self, request: str, draft_tokens: list[int], new_tokens: int) -> None:
+        """A step verified `draft_tokens` of this request and added `new_tokens` to it (accepted + 1): counts the
+        matched positions of its last draft. Drafts the runner did not make (vLLM skips the drafter in some steps)
+        are not counted."""
+        suffix, matched_tokens = self._verifying.pop(request, (0, []))
+        matched = min(len(matched_tokens), len(draft_tokens))
+        if matched == 0 or new_tokens == 0 or list(draft_tokens[:matched]) != matched_tokens[:matched]:
             return
         accepted = min(new_tokens - 1, matched)
         reached_counts, accepted_counts = self._counts(suffix)
@@ -57,10 +67,10 @@ class MatchAcceptance:
         reached_counts[:min(accepted + 1, matched)] += 1.0
         accepted_counts[:accepted] += 1.0
 
-    def drafted(self, request: str, suffix: int, matched: int) -> None:
-        """This step's draft of `request` leads with `matched` positions from a match of this suffix length."""
-        if matched:
-            self._verifying[request] = (suffix, matched)
+    def drafted(self, request: str, suffix: int, matched_tokens: list[int]) -> None:
+        """This step's draft of `request` leads with these tokens of a match of this suffix length."""
+        if matched_tokens:
+            self._verifying[request] = (suffix, [int(t) for t in matched_tokens])
         else:
             self._verifying.pop(request, None)
 

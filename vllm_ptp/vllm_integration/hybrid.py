@@ -59,12 +59,12 @@ def cp_matches(runner, matcher: ContextMatcher, sampled_token_ids: list[list[int
     return matcher.match(runner.input_batch.token_ids_cpu, runner.input_batch.num_tokens_no_spec, active)
 
 
-def learned_rows(matcher: ContextMatcher, matches: list[list[int]], batch_size: int) -> list[bool]:
-    """The rows the CP heads draft for: those without a match, in steps small enough for the learned draft. Matched
-    rows skip the heads: what they would draft after the match is conditioned on the heads' own picks, not on the
-    matched tokens, so a match wins its row whole."""
+def learned_rows(matcher: ContextMatcher, matched: list[bool], batch_size: int) -> list[bool]:
+    """The rows the CP heads draft for: those without a match worth verifying (worth_matching), in steps small
+    enough for the learned draft. Matched rows skip the heads: what they would draft after the match is conditioned
+    on the heads' own picks, not on the matched tokens, so a match wins its row whole."""
     learned = matcher.settings.drafts_learned(batch_size)
-    return [learned and not match for match in matches]
+    return [learned and not match for match in matched]
 
 
 def overlay_on_cp_drafts(drafts: list[list[int]], probs: torch.Tensor | None, matches: list[list[int]], k: int):
@@ -79,21 +79,33 @@ def overlay_on_cp_drafts(drafts: list[list[int]], probs: torch.Tensor | None, ma
 
 
 def choose_drafts(acceptance: MatchAcceptance, requests: list[str], learned: list[list[int]],
-                  confidence: torch.Tensor | None, matches: list[list[int]], suffixes: list[int],
+                  confidence: torch.Tensor | None, matches: list[list[int]], suffixes: list[int], k: int,
                   probs: torch.Tensor | None, threshold: float) -> tuple[list[list[int]], torch.Tensor | None]:
     """min_draft_confidence with the hybrid: each row's learned draft ([] where it drafted none) and context match
-    -> each row's draft, the match or the learned draft, cut where its chained confidence falls below the threshold
-    (a matched position's confidence: the acceptance rate measured for its position and suffix length), and the
-    draft probabilities with the kept matched positions one-hot. Rows past the requests (padding) get no match."""
-    matches = list(matches) + [[] for _ in range(len(learned) - len(matches))]
-    rates = [acceptance.rates(suffix) if match else [] for suffix, match in zip(suffixes, matches)]
+    -> each row's draft (at most k tokens), the match or the learned draft, cut where its chained confidence falls
+    below the threshold (a matched position's confidence: the acceptance rate measured for its position and suffix
+    length), and the draft probabilities with the kept matched positions one-hot. Rows past the requests (padding)
+    get no match."""
+    matches = [match[:k] for match in matches] + [[] for _ in range(len(learned) - len(matches))]
+    rates = [acceptance.rates_to_offer(suffix) if match else [] for suffix, match in zip(suffixes, matches)]
+    rates += [[] for _ in range(len(learned) - len(rates))]
     drafts, matched = keep_confident(learned, confidence, matches, rates, threshold)
     if probs is not None and any(matched):
         _, probs = overlay_matches(torch.zeros(len(drafts), probs.shape[1], dtype=torch.long), probs,
                                    [draft[:n] for draft, n in zip(drafts, matched)])
-    for request, suffix, n in zip(requests, suffixes, matched):
-        acceptance.drafted(request, suffix, n)
+    for request, suffix, draft, n in zip(requests, suffixes, drafts, matched):
+        acceptance.drafted(request, suffix, draft[:n])
     return drafts, probs
+
+
+def worth_matching(acceptance: MatchAcceptance | None, matches: list[list[int]], suffixes: list[int],
+                   threshold: float | None) -> list[bool]:
+    """Whether each row's match keeps a position under the cut: the rows CP heads skip. A match whose first
+    position's rate is below the cut drafts nothing, and its row may as well get the heads' draft (decided from the
+    measured rates alone: lossless)."""
+    if acceptance is None or threshold is None:
+        return [bool(match) for match in matches]
+    return [bool(match) and acceptance.rates(suffix)[0] >= threshold for match, suffix in zip(matches, suffixes)]
 
 
 def observe_verified(acceptance: MatchAcceptance, requests: list[str], scheduler_output, sampled_token_ids) -> None:
@@ -103,7 +115,7 @@ def observe_verified(acceptance: MatchAcceptance, requests: list[str], scheduler
     scheduled = scheduler_output.scheduled_spec_decode_tokens
     rows = sampled_token_ids.tolist() if torch.is_tensor(sampled_token_ids) else sampled_token_ids
     for request, row in zip(requests, rows):
-        acceptance.verified(request, len(scheduled.get(request, ())), sum(1 for t in row if t >= 0))
+        acceptance.verified(request, scheduled.get(request, []), sum(1 for t in row if t >= 0))
     acceptance.forget(requests)
 
 

@@ -20,7 +20,7 @@ from vllm_ptp.vllm_integration.cp_drafter import VllmCPDrafter
 from vllm_ptp.vllm_integration.draft_timer import DraftTimer
 from vllm_ptp.vllm_integration.hybrid import (choose_drafts, context_matcher, cp_matches, keep_matched_only,
                                               learned_rows, observe_verified, overlay_on_cp_drafts,
-                                              overlay_on_ptp_drafts, ptp_matches)
+                                              overlay_on_ptp_drafts, ptp_matches, worth_matching)
 from vllm_ptp.vllm_integration.methods import is_ours, serves_ptp
 from vllm_ptp.vllm_integration.registry import original
 
@@ -112,13 +112,16 @@ def _propose(self, scheduler_output, sampled_token_ids, sampling_metadata, hidde
             return _ptp_final_drafts(self, matcher, drafts, sampled_token_ids)
         num_draft = spec_decode_metadata.num_draft_tokens if spec_decode_metadata is not None else None
         k = scheduler_output.num_spec_tokens_to_schedule
-        matches, suffixes = cp_matches(self, matcher, sampled_token_ids) if matcher is not None else (None, None)
-        wanted = learned_rows(matcher, matches, self.input_batch.num_reqs) if matcher is not None else None
+        threshold = _confidence_threshold(self)
+        matches, suffixes, wanted = None, None, None
+        if matcher is not None:
+            matches, suffixes = cp_matches(self, matcher, sampled_token_ids)
+            matched = worth_matching(acceptance, matches, suffixes, threshold)
+            wanted = learned_rows(matcher, matched, self.input_batch.num_reqs)
         draft_ids, draft_probs = self.drafter.propose(
             sampled_token_ids, sample_hidden_states, num_draft, sampling_metadata, k, wanted)
-        threshold = _confidence_threshold(self)
         if threshold is not None:
-            draft_ids, draft_probs = _keep_confident_drafts(self, draft_ids, matches, suffixes, draft_probs,
+            draft_ids, draft_probs = _keep_confident_drafts(self, draft_ids, matches, suffixes, k, draft_probs,
                                                             threshold)
         elif matcher is not None:
             draft_ids, draft_probs, _ = overlay_on_cp_drafts(draft_ids, draft_probs, matches, k)
@@ -132,12 +135,12 @@ def _ptp_final_drafts(self, matcher, drafts, sampled_token_ids):
     a step too large for the learned draft (its forward still ran: the draft KV cache stays in step)."""
     threshold = _confidence_threshold(self)
     matches, suffixes = ptp_matches(self, matcher, sampled_token_ids) if matcher is not None else (None, None)
-    learned = drafts.tolist()
-    if matcher is not None and not matcher.settings.drafts_learned(self.input_batch.num_reqs):
-        learned = [[] for _ in learned]
     if threshold is not None:
-        final, self._draft_probs = _keep_confident_drafts(self, learned, matches, suffixes, self._draft_probs,
-                                                          threshold)
+        learned = drafts.tolist()
+        if matcher is not None and not matcher.settings.drafts_learned(self.input_batch.num_reqs):
+            learned = [[] for _ in learned]
+        final, self._draft_probs = _keep_confident_drafts(self, learned, matches, suffixes, drafts.shape[1],
+                                                          self._draft_probs, threshold)
         return final
     if matcher is None:
         return drafts
@@ -169,7 +172,7 @@ def count_new_tokens(sampled_token_ids) -> int:
 
 
 def _keep_confident_drafts(self, learned: list[list[int]], matches: list[list[int]] | None,
-                           suffixes: list[int] | None, probs, threshold: float):
+                           suffixes: list[int] | None, k: int, probs, threshold: float):
     """Each row's draft up to its first position the draft is unsure of (draft_confidence); with the hybrid, the
     match or the learned draft, whichever is worth more. Rows of a variable length go to the scheduler as lists, as
     vLLM's ngram drafts do; the rejection sampler reads each row's leading draft probabilities."""
@@ -178,7 +181,7 @@ def _keep_confident_drafts(self, learned: list[list[int]], matches: list[list[in
         none = [[] for _ in learned]
         return keep_confident(learned, confidence, none, none, threshold)[0], probs
     requests = self.input_batch.req_ids[:self.input_batch.num_reqs]
-    return choose_drafts(self._vllm_ptp_match_acceptance, requests, learned, confidence, matches, suffixes, probs,
+    return choose_drafts(self._vllm_ptp_match_acceptance, requests, learned, confidence, matches, suffixes, k, probs,
                          threshold)
 
 
