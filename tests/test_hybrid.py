@@ -16,6 +16,7 @@ from tiny_models import stdlib_text
 from vllm_runs import engine_config
 
 from vllm_ptp.proposers.context_match import HybridSettings, overlay_matches
+from vllm_ptp.proposers.match_acceptance import MatchAcceptance
 
 LINES = [line.strip() for line in stdlib_text(20_000).splitlines() if len(line.strip()) > 20]
 # Half the prompts repeat a line (a context match from the first step on), half do not.
@@ -66,8 +67,8 @@ def test_greedy_output_identical_and_matches_accepted(tiny_target, draft, reques
     assert 0 < matches_only["draft_tokens"] <= allowed
 
 
-@pytest.mark.parametrize("cut", [None, 0.05])
-def test_matched_drafts_keep_the_target_distribution(tiny_target, tiny_ptp, cut):
+@pytest.mark.parametrize("draft, cut", [("tiny_ptp", None), ("tiny_ptp", 0.05), ("tiny_cp", 0.05)])
+def test_matched_drafts_keep_the_target_distribution(tiny_target, draft, cut, request):
     """Every row of every step is given a one-hot matched draft (the most likely second token, k times): vLLM's
     rejection sampler accepts it or resamples, and the first three tokens still follow the target exactly. With
     min_draft_confidence the matches are cut where their measured acceptance falls (the repeated token is rarely
@@ -76,7 +77,8 @@ def test_matched_drafts_keep_the_target_distribution(tiny_target, tiny_ptp, cut)
     samples = 3000
     joint = exact_joint(tiny_target)
     second = max(marginal(joint, (1,)).items(), key=lambda item: item[1])[0][0]
-    result = run_hybrid("forced", tiny_target, tiny_ptp, PROMPT, samples, second, *([cut] if cut else []))
+    result = run_hybrid("forced", tiny_target, request.getfixturevalue(draft), PROMPT, samples, second,
+                        *([cut] if cut else []))
     assert result["accepted"] > samples // 10, "matched drafts were hardly accepted: the test would not see a bias"
     if cut:
         assert result["draft_tokens"] < 2 * result["drafts"], "the matches were not cut by their measured acceptance"
@@ -124,3 +126,23 @@ def test_overlay_puts_matches_first_and_one_hot():
         assert out_probs[i, j, token] == 1.0 and out_probs[i, j].sum() == 1.0
     assert torch.equal(out_probs[1], before[1]) and torch.equal(out_probs[0, 2], before[0, 2])
     assert ids.tolist()[0] == [5, 6, 7], "the drafts handed in are not modified"
+
+
+def test_a_cut_match_is_one_hot_only_where_it_is_kept():
+    """choose_drafts: the kept matched prefix is one-hot in the draft probabilities; a row that took the learned
+    draft, and a matched row's positions past the cut, keep the learned distributions."""
+    from vllm_ptp.vllm_integration.hybrid import choose_drafts
+    acceptance = MatchAcceptance(3)
+    for step in range(1000):  # 2-token matches: the first position accepted 70% of the time, the second never
+        acceptance.drafted("x", 2, [1, 2, 3])
+        acceptance.verified("x", [1, 2, 3], 2 if step % 10 < 7 else 1)
+    probs = torch.full((3, 3, 8), 1 / 8)
+    learned = [[4, 5, 6], [4, 5, 6], [4, 5, 6]]
+    confidence = torch.tensor([[0.2, 0.9, 0.9], [0.99, 0.9, 0.9], [0.99, 0.9, 0.9]])
+    drafts, out = choose_drafts(acceptance, ["a", "b", "c"], learned, confidence, [[1, 2, 3], [1, 2, 3], []],
+                                [2, 2, 0], 3, probs.clone(), 0.5)
+    # a: the match (worth .7 - .5), cut after its first position; b: the learned draft's first slot is worth more
+    # (.99 - .5); c: no match
+    assert drafts == [[1], [4, 5, 6], [4, 5, 6]]
+    assert torch.equal(out[0, 0], torch.nn.functional.one_hot(torch.tensor(1), 8).float())
+    assert torch.equal(out[0, 1:], probs[0, 1:]) and torch.equal(out[1:], probs[1:])
