@@ -17,7 +17,8 @@ each kept position is still a pick from the distribution handed to the rejection
 """
 from __future__ import annotations
 
-import math
+import itertools
+import operator
 
 import torch
 
@@ -62,29 +63,17 @@ def keep_confident(learned: list[list[int]], confidence: torch.Tensor | None, ma
     rows = confidence.tolist() if confidence is not None else [[0.0] * len(own) for own in learned]
     drafts, matched = [], []
     for own, conf, match, rates in zip(learned, rows, matches, match_rates):
-        kept = _kept_match(match, rates, threshold)
-        if match and _worth(kept, rates, threshold) >= (conf[0] - threshold if own else 0.0):
-            n = len(kept)
-            agreed = n == len(match) and own[:n] == match
-            learned_after = own[n:] if agreed else []
-            drafts.append(kept + _cut(learned_after, conf[n:], math.prod(rates[:n]), threshold))
+        chain = list(itertools.accumulate(rates[:len(match)], operator.mul))
+        n = next((j for j, p in enumerate(chain) if p < threshold), len(chain))  # matched positions kept
+        worth = sum(p - threshold for p in chain[:n])
+        if match and worth >= (conf[0] - threshold if own else 0.0):
+            learned_after = own[n:] if n == len(match) and own[:n] == match else []
+            drafts.append(match[:n] + _cut(learned_after, conf[n:], chain[n - 1] if n else 1.0, threshold))
             matched.append(n)
         else:
             drafts.append(_cut(own, conf, 1.0, threshold))
             matched.append(0)
     return drafts, matched
-
-
-def _kept_match(match: list[int], rates: list[float], threshold: float) -> list[int]:
-    """The match up to its first position whose chained rate is below the threshold."""
-    n = 0
-    while n < len(match) and math.prod(rates[:n + 1]) >= threshold:
-        n += 1
-    return match[:n]
-
-
-def _worth(kept: list[int], rates: list[float], threshold: float) -> float:
-    return sum(math.prod(rates[:j + 1]) - threshold for j in range(len(kept)))
 
 
 def _cut(draft: list[int], conf: list[float], chain: float, threshold: float) -> list[int]:

@@ -74,7 +74,7 @@ def overlay_on_cp_drafts(drafts: list[list[int]], probs: torch.Tensor | None, ma
     if not any(matched):
         return drafts, probs, matched
     if probs is not None:
-        _, probs = overlay_matches(torch.zeros(len(drafts), k, dtype=torch.long), probs, matches)
+        probs = one_hot_matches(probs, matches)
     return [match[:k] if match else draft for draft, match in zip(drafts, matches)], probs, matched
 
 
@@ -91,8 +91,7 @@ def choose_drafts(acceptance: MatchAcceptance, requests: list[str], learned: lis
     rates += [[] for _ in range(len(learned) - len(rates))]
     drafts, matched = keep_confident(learned, confidence, matches, rates, threshold)
     if probs is not None and any(matched):
-        _, probs = overlay_matches(torch.zeros(len(drafts), probs.shape[1], dtype=torch.long), probs,
-                                   [draft[:n] for draft, n in zip(drafts, matched)])
+        probs = one_hot_matches(probs, [draft[:n] for draft, n in zip(drafts, matched)])
     for request, suffix, draft, n in zip(requests, suffixes, drafts, matched):
         acceptance.drafted(request, suffix, draft[:n])
     return drafts, probs
@@ -117,6 +116,11 @@ def observe_verified(acceptance: MatchAcceptance, requests: list[str], scheduler
     for request, row in zip(requests, rows):
         acceptance.verified(request, scheduled.get(request, []), sum(1 for t in row if t >= 0))
     acceptance.forget(requests)
+
+
+def one_hot_matches(probs: torch.Tensor, matches: list[list[int]]) -> torch.Tensor:
+    """Draft probabilities [B, k, V] with each row's matched leading positions one-hot (rows drafted as lists)."""
+    return overlay_matches(torch.zeros(len(matches), probs.shape[1], dtype=torch.long), probs, matches)[1]
 
 
 def keep_matched_only(drafts: list[list[int]], matched: list[int]) -> list[list[int]]:
