@@ -2,41 +2,60 @@
 after which vLLM 0.32 cannot build another in-process engine (its CPU kernel registration trips over llvmlite
 objects in sys.modules), so the tests' own process never runs one. Prints one RESULT line of JSON.
 
-usage: hybrid_run.py matcher | hybrid_run.py greedy TARGET DRAFT | hybrid_run.py matches_only TARGET DRAFT K | hybrid_run.py forced TARGET DRAFT PROMPT SAMPLES TOKEN [MIN_DRAFT_CONFIDENCE]
+usage: hybrid_run.py matcher | hybrid_run.py greedy TARGET DRAFT | hybrid_run.py suffix TARGET DRAFT | hybrid_run.py matches_only TARGET DRAFT K | hybrid_run.py forced TARGET DRAFT PROMPT SAMPLES TOKEN [MIN_DRAFT_CONFIDENCE]
 """
 import json
 import sys
 
 from vllm_runs import generate
 
-from vllm_ptp.proposers.context_match import ContextMatcher
+from vllm_ptp.proposers.context_match import ContextMatcher, StepHistory
 
 HYBRID = {"hybrid": "ngram", "prompt_lookup_min": 2, "prompt_lookup_max": 4}
 MATCHES_ONLY_ABOVE = 4  # hybrid_draft_max_batch_size of the matches_only run
 
 
-def log_matches() -> list[tuple[int, int, int]]:
+def log_matches(matcher_class=ContextMatcher) -> list[tuple[int, int, int]]:
     """(rows drafting, rows with a match, matched tokens) at every step of the engines built from here on."""
     steps = []
-    match = ContextMatcher.match
+    match = matcher_class.match
 
-    def logged(matcher, token_ids, num_tokens, active, new_tokens=None):
-        matches, suffixes = match(matcher, token_ids, num_tokens, active, new_tokens)
-        steps.append((sum(active), sum(bool(m) for m in matches), sum(min(len(m), matcher.k) for m in matches)))
-        return matches, suffixes
+    def logged(matcher, history):
+        matches, keys = match(matcher, history)
+        steps.append((sum(history.active), sum(bool(m) for m in matches),
+                      sum(min(len(m), matcher.k) for m in matches)))
+        return matches, keys
 
-    ContextMatcher.match = logged
+    matcher_class.match = logged
     return steps
 
 
 def force_matches(token: int) -> None:
     """Every drafting row 'matches' with k copies of `token`: every draft of the run meets the rejection sampler
     as a one-hot matched draft."""
-    def forced(matcher, token_ids, num_tokens, active, new_tokens=None):
-        return [[token] * matcher.k if on else [] for on in active], [matcher.settings.max_match if on else 0
-                                                                      for on in active]
+    def forced(matcher, history):
+        return ([[token] * matcher.k if on else [] for on in history.active],
+                [matcher.settings.max_match if on else 0 for on in history.active])
 
     ContextMatcher.match = forced
+
+
+def record_suffix_trees() -> dict[str, dict]:
+    """request -> the prompt and output tokens its suffix tree was given, for the engines built from here on."""
+    from arctic_inference.suffix_decoding import SuffixDecodingCache
+    given = {}
+    start, add = SuffixDecodingCache.start_request, SuffixDecodingCache.add_active_response
+
+    def started(cache, request, prompt_token_ids):
+        given[request] = {"prompt": [int(t) for t in prompt_token_ids], "output": []}
+        return start(cache, request, prompt_token_ids)
+
+    def added(cache, request, token_ids):
+        given[request]["output"] += [int(t) for t in token_ids]
+        return add(cache, request, token_ids)
+
+    SuffixDecodingCache.start_request, SuffixDecodingCache.add_active_response = started, added
+    return given
 
 
 def counters(run) -> dict:
@@ -57,7 +76,8 @@ def compare_with_ngram(rows: int = 200, length: int = 60, vocab: int = 6) -> dic
     tokens = rng.integers(0, vocab, size=(rows, length), dtype=np.int32)
     lengths = rng.integers(3, length, size=rows).astype(np.int32)
     matcher = ContextMatcher(HybridSettings("ngram", 2, 4), 3, 1024, rows)
-    matches, suffixes = matcher.match(tokens, lengths, [True] * rows)
+    matches, suffixes = matcher.match(StepHistory(tokens, lengths, [[0]] * rows, [str(i) for i in range(rows)],
+                                                  lengths))
     ngram = NgramProposer(SimpleNamespace(
         speculative_config=SimpleNamespace(prompt_lookup_min=2, prompt_lookup_max=4, num_speculative_tokens=3),
         model_config=SimpleNamespace(max_model_len=1024), scheduler_config=SimpleNamespace(max_num_seqs=rows),
@@ -85,6 +105,19 @@ if __name__ == "__main__":
         steps = log_matches()
         hybrid = generate(target, PROMPTS, params, {"model": draft, "num_speculative_tokens": 3, **HYBRID})
         result = {"plain": plain.outputs, "alone": counters(alone), "hybrid": counters(hybrid), "steps": steps}
+    elif mode == "suffix":
+        from test_hybrid import PROMPTS
+        from vllm_ptp.proposers.suffix_match import SuffixMatcher
+        params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
+        plain = generate(target, PROMPTS, params)
+        from transformers import AutoTokenizer
+        steps, given = log_matches(SuffixMatcher), record_suffix_trees()
+        hybrid = generate(target, PROMPTS, params, {"model": draft, "num_speculative_tokens": 3, "hybrid": "suffix",
+                                                    "min_draft_confidence": "auto"})
+        prompts = [AutoTokenizer.from_pretrained(target)(p)["input_ids"] for p in PROMPTS]
+        by_prompt = {tuple(g["prompt"]): g for g in given.values()}
+        result = {"plain": plain.outputs, "hybrid": counters(hybrid), "steps": steps, "prompts": prompts,
+                  "given": [by_prompt.get(tuple(p)) for p in prompts]}
     elif mode == "matches_only":
         from test_hybrid import PROMPTS
         params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)

@@ -70,6 +70,10 @@ def test_bench_method_with_hybrid_and_confidence(tiny_ptp, tmp_path):
     assert method.speculative_config == {"model": str(tiny_ptp), "min_draft_confidence": 0.2}
     method, = parse_methods([f"p={tiny_ptp}:3+ngram@auto"])
     assert method.speculative_config["min_draft_confidence"] == "auto" and method.speculative_config["hybrid"]
+    suffix, hybrid = parse_methods(["suffix:4", f"p={tiny_ptp}:3+suffix@auto"])
+    assert (suffix.name, suffix.speculative_config) == ("suffix k=4", {"method": "suffix", "num_speculative_tokens": 4})
+    assert hybrid.speculative_config == {"model": str(tiny_ptp), "hybrid": "suffix", "min_draft_confidence": "auto",
+                                         "num_speculative_tokens": 3}
 
 
 def test_bench_method_as_a_speculative_config(tmp_path):
@@ -112,3 +116,19 @@ def test_cpu_sampler_fixes_are_ours_unless_the_engine_asks(tiny_target, monkeypa
             seen.clear()  # not the engine's warm-up, which runs outside the runner's sampling step
             run_prompts(live.llm, ["def f(x): return x"], params)
         assert seen and set(seen) == {asked}
+
+
+def test_each_setting_gets_prompts_of_its_own(tiny_target, tmp_path):
+    """An engine runs every setting in turn; vLLM's suffix decoding remembers earlier outputs, so a setting that
+    repeated another's prompts would meet their answers again."""
+    from vllm_ptp.bench.compare import setting_prompts
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("\n".join(json.dumps({"prompt": f"question {i}"}) for i in range(12)))
+    config = BenchConfig(datasets=[str(prompts)], temperatures=[0.0, 1.0], batch_sizes=[1, 4], prompts=3)
+    texts = setting_prompts(str(tiny_target), config)
+    assert len(texts) == 4 and all(len(t) == 3 for t in texts.values())
+    assert len({p for t in texts.values() for p in t}) == 12
+    with pytest.raises(ValueError, match="has 12 held-out prompts that leave room for max_tokens; each of its 4 "
+                                         "settings .* takes 4 of its own"):
+        setting_prompts(str(tiny_target), BenchConfig(datasets=[str(prompts)], temperatures=[0.0, 1.0],
+                                                      batch_sizes=[1, 4], prompts=4))

@@ -15,7 +15,7 @@ from test_sampling_lossless import ALPHA, PROMPT, exact_joint, marginal, p_value
 from tiny_models import stdlib_text
 from vllm_runs import engine_config
 
-from vllm_ptp.proposers.context_match import HybridSettings, overlay_matches
+from vllm_ptp.proposers.context_match import SUFFIX_PACKAGE, HybridSettings, overlay_matches
 from vllm_ptp.proposers.match_acceptance import MatchAcceptance
 
 LINES = [line.strip() for line in stdlib_text(20_000).splitlines() if len(line.strip()) > 20]
@@ -67,6 +67,73 @@ def test_greedy_output_identical_and_matches_accepted(tiny_target, draft, reques
     assert 0 < matches_only["draft_tokens"] <= allowed
 
 
+@pytest.mark.engine
+@pytest.mark.parametrize("draft", ["tiny_ptp", "tiny_cp"])
+def test_suffix_hybrid_greedy_output_identical(tiny_target, draft, request):
+    """"hybrid": "suffix" (vLLM's suffix decoding as the match), its matches cut by their measured acceptance."""
+    pytest.importorskip(SUFFIX_PACKAGE)
+    result = run_hybrid("suffix", tiny_target, request.getfixturevalue(draft))
+    assert result["hybrid"]["outputs"] == result["plain"]
+    # each request's suffix tree was given its prompt and then exactly its output, in order (tokens accepted past
+    # max_tokens, which the engine drops from the output, may follow)
+    for prompt, given, output in zip(result["prompts"], result["given"], result["plain"]):
+        assert given is not None and given["prompt"] == prompt
+        assert given["output"][:len(output)] == output and len(given["output"]) - len(output) <= 3
+    assert mixed_steps(result["steps"]) > 0, f"no step had matched and unmatched rows together: {result['steps']}"
+    assert result["hybrid"]["acceptance_length"] > 1 and matched_tokens(result["steps"]) > 0
+
+
+def test_suffix_matches_are_vllm_suffix_decoding_s():
+    """The suffix matcher, handed each step's tokens before the runner writes them (PTP's padded drafting), drafts
+    what vLLM's SuffixDecodingProposer drafts from the runner's table after it: rows joining, leaving, and pausing
+    (a partial prefill), with two requests sharing text so that the tree of earlier outputs matters."""
+    pytest.importorskip(SUFFIX_PACKAGE)
+    import numpy as np
+    from types import SimpleNamespace
+
+    from vllm.v1.spec_decode.suffix_decoding import SuffixDecodingProposer
+
+    from vllm_ptp.proposers.context_match import StepHistory
+    from vllm_ptp.proposers.suffix_match import SuffixMatcher
+    config = SimpleNamespace(speculative_config=SimpleNamespace(
+        num_speculative_tokens=3, suffix_decoding_max_tree_depth=24, suffix_decoding_max_cached_requests=100,
+        suffix_decoding_max_spec_factor=1.0, suffix_decoding_min_token_prob=0.1),
+        model_config=SimpleNamespace(max_model_len=400))
+    ours, vllms = SuffixMatcher(HybridSettings("suffix", None, None), config), SuffixDecodingProposer(config)
+    rng = np.random.default_rng(0)
+    phrase = rng.integers(0, 50, 12).tolist()
+    outputs = {r: (phrase * 8 if r in "ac" else rng.integers(0, 8, 96).tolist()) for r in "abcd"}
+    prompts = {r: rng.integers(0, 50, 5 + i).tolist() for i, r in enumerate("abcd")}
+    schedule = [("a", "b"), ("a", "b"), ("a", "b", "d"), ("b", "d"), ("b", "c", "d"), ("c", "d")]
+    written = {r: 0 for r in "abcd"}
+    drafted = 0
+    for step in range(60):
+        requests = list(schedule[min(step // 10, len(schedule) - 1)])
+        table = np.zeros((len(requests), 200), dtype=np.int32)
+        new = []
+        for i, r in enumerate(requests):
+            sequence = prompts[r] + outputs[r][:written[r]]
+            table[i, :len(sequence)] = sequence
+            pausing = step % 7 == 3 and r == "b"
+            n = 0 if pausing else 1 + (step + i) % 2  # one or two tokens a step (an accepted draft adds more)
+            new.append(outputs[r][written[r]:written[r] + n])
+        lengths = np.array([len(prompts[r]) + written[r] for r in requests], dtype=np.int32)
+        prompt_lengths = np.array([len(prompts[r]) for r in requests], dtype=np.int32)
+        matches, keys = ours.match(StepHistory.from_table(table, lengths, new, requests, prompt_lengths,
+                                                          in_table=False))
+        for i, r in enumerate(requests):
+            table[i, lengths[i]:lengths[i] + len(new[i])] = new[i]
+            written[r] += len(new[i])
+        batch = SimpleNamespace(req_ids=requests, req_id_to_index={r: i for i, r in enumerate(requests)},
+                                num_tokens_no_spec=lengths + np.array([len(t) for t in new], dtype=np.int32),
+                                num_prompt_tokens=prompt_lengths, token_ids_cpu=table)
+        expected = vllms.propose(3, batch, new)
+        assert matches == [list(map(int, e)) for e in expected], f"step {step}"
+        assert keys == [len(m) for m in matches]
+        drafted += sum(map(len, matches))
+    assert drafted > 100
+
+
 @pytest.mark.parametrize("draft, cut", [("tiny_ptp", None), ("tiny_ptp", 0.05), ("tiny_cp", 0.05)])
 def test_matched_drafts_keep_the_target_distribution(tiny_target, draft, cut, request):
     """Every row of every step is given a one-hot matched draft (the most likely second token, k times): vLLM's
@@ -88,16 +155,37 @@ def test_matched_drafts_keep_the_target_distribution(tiny_target, draft, cut, re
 
 
 @pytest.mark.parametrize("config, message", [
-    ({"hybrid": "suffix"}, "speculative_config.hybrid: expected one of"),
+    ({"hybrid": "suffixes"}, "speculative_config.hybrid: expected one of"),
+    ({"hybrid": "suffix", "prompt_lookup_max": 3}, "\"suffix\" matches any length"),
     ({"hybrid": "ngram", "prompt_lookup_min": 4, "prompt_lookup_max": 2}, "prompt_lookup_min <= prompt_lookup_max"),
     ({"prompt_lookup_max": 3}, "only with \"hybrid\": \"ngram\""),
-    ({"hybrid_draft_max_batch_size": 4}, "it needs \"hybrid\": \"ngram\""),
+    ({"hybrid_draft_max_batch_size": 4}, "it needs \"hybrid\" \\(\"ngram\" or \"suffix\"\\)"),
     ({"hybrid": "ngram", "hybrid_draft_max_batch_size": 0}, "hybrid_draft_max_batch_size: expected a whole number"),
     ({"hybrid": "ngram", "hybrid_draft_max_batch_size": 2.5}, "hybrid_draft_max_batch_size: expected a whole number"),
 ])
 def test_bad_hybrid_settings_fail_at_configuration(tiny_target, tiny_ptp, config, message):
     with pytest.raises(Exception, match=message):
         engine_config(tiny_target, {"model": str(tiny_ptp), **config})
+
+
+def test_suffix_without_arctic_inference_fails_at_configuration(tiny_target, tiny_ptp, monkeypatch):
+    """A missing package, or one whose compiled suffix trees do not load."""
+    import importlib
+    import_module = importlib.import_module
+
+    def without_suffix_trees(name, *args):
+        if name.startswith(SUFFIX_PACKAGE):
+            raise ImportError(f"no {name}")
+        return import_module(name, *args)
+    monkeypatch.setattr(importlib, "import_module", without_suffix_trees)
+    with pytest.raises(Exception, match="needs the arctic-inference package"):
+        engine_config(tiny_target, {"model": str(tiny_ptp), "hybrid": "suffix"})
+
+
+def test_bad_suffix_settings_get_vllm_s_own_error(tiny_target, tiny_ptp):
+    pytest.importorskip(SUFFIX_PACKAGE)
+    with pytest.raises(Exception, match="suffix_decoding_min_token_prob=2.0 must be in"):
+        engine_config(tiny_target, {"model": str(tiny_ptp), "hybrid": "suffix", "suffix_decoding_min_token_prob": 2.0})
 
 
 @pytest.mark.parametrize("field", [{"hybrid": "ngram"}, {"hybrid_draft_max_batch_size": 4}])

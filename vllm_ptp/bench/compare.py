@@ -11,11 +11,13 @@ greedy outputs are identical to no speculation, checked in a separate float32 en
 near-ties; background.md §3). vLLM 0.32's
 CPU rejection sampler verifies sampled requests against uninitialised temperatures; vllm-ptp fixes that for its own
 methods, and the bench turns the fix on for every method so that T > 0 compares like with like.
-Methods are 'none', 'ngram[:k]' or 'NAME=DRAFT_DIR[:k][+ngram][@C]': vLLM recognises the draft's kind from its
-config (ours: PTP and CP; vLLM's own: Medusa, EAGLE-3, P-EAGLE); '+ngram' turns on the hybrid mode of ours (context
-matches ahead of the draft, with the ngram row's match lengths); '@C' sets ours' min_draft_confidence to C (each
-row's draft stops where the draft is less sure than C; '@auto': the cut measured while serving). A config file may also give a method as
-{"name": NAME, "speculative_config": {...}}: vLLM's speculative config as it is, for settings the short form lacks.
+Methods are 'none', 'ngram[:k]', 'suffix[:k]' or 'NAME=DRAFT_DIR[:k][+ngram|+suffix][@C]': vLLM recognises the
+draft's kind from its config (ours: PTP and CP; vLLM's own: Medusa, EAGLE-3, P-EAGLE); 'suffix' is vLLM's suffix
+decoding; '+ngram' turns on the hybrid mode of ours (context matches ahead of the draft, with the ngram row's match
+lengths), '+suffix' the same with vLLM's suffix decoding as the match; '@C' sets ours' min_draft_confidence to C
+(each row's draft stops where the draft is less sure than C; '@auto': the cut measured while serving). A config file
+may also give a method as {"name": NAME, "speculative_config": {...}}: vLLM's speculative config as it is, for
+settings the short form lacks.
 Writes OUT/bench.json, OUT/bench.md and OUT/bench.png.
 """
 from __future__ import annotations
@@ -85,8 +87,8 @@ class BenchConfig:
 
 
 def _relative_to(spec: str | dict, folder: Path) -> str | dict:
-    """A config file's 'NAME=DIR[:k][+ngram][@C]' (or speculative_config.model) with a relative DIR names a folder
-    beside the config file."""
+    """A config file's 'NAME=DIR[:k][+ngram|+suffix][@C]' (or speculative_config.model) with a relative DIR names
+    a folder beside the config file."""
     if isinstance(spec, dict):
         config = spec.get("speculative_config")
         if isinstance(config, dict) and isinstance(config.get("model"), str) and not Path(config["model"]).is_absolute():
@@ -101,16 +103,20 @@ def _relative_to(spec: str | dict, folder: Path) -> str | dict:
     return f"{name}={draft if Path(draft).is_absolute() else folder / draft}{sep}{k}{hybrid}{confidence}"
 
 
-HYBRID_SUFFIX = "+ngram"
-NGRAM_MATCH = {"prompt_lookup_max": 4, "prompt_lookup_min": 2}  # the ngram row's, and the hybrid rows'
+HYBRID_TAILS = ("+ngram", "+suffix")
+NGRAM_MATCH = {"prompt_lookup_max": 4, "prompt_lookup_min": 2}  # the ngram row's, and the +ngram rows'
 
 
 def _split_hybrid(rest: str) -> tuple[str, str]:
-    return (rest[:-len(HYBRID_SUFFIX)], HYBRID_SUFFIX) if rest.endswith(HYBRID_SUFFIX) else (rest, "")
+    """'DIR[:k]+ngram' or 'DIR[:k]+suffix' -> ('DIR[:k]', the tail); ('DIR[:k]', '') without one."""
+    for tail in HYBRID_TAILS:
+        if rest.endswith(tail):
+            return rest[:-len(tail)], tail
+    return rest, ""
 
 
 def _split_confidence(rest: str) -> tuple[str, str]:
-    """'DIR[:k][+ngram]@C' -> ('DIR[:k][+ngram]', '@C') when C is written as a number (digits, '.', exponent);
+    """'DIR[:k][+hybrid]@C' -> ('DIR[:k][+hybrid]', '@C') when C is written as a number (digits, '.', exponent);
     any other '@' belongs to the folder's name."""
     head, at, tail = rest.rpartition("@")
     return (head, at + tail) if at and (tail == AUTO or re.fullmatch(r"[0-9.eE+-]+", tail)) else (rest, "")
@@ -136,8 +142,9 @@ class Row:
 
 
 def parse_methods(specs: list[str]) -> list[Method]:
-    """'none', 'ngram[:k]', or 'NAME=DRAFT_DIR[:k][+ngram][@C]' (any draft folder vLLM or vllm-ptp loads; '+ngram':
-    vllm-ptp's hybrid mode, '@C': its min_draft_confidence, both for its own drafts)."""
+    """'none', 'ngram[:k]', 'suffix[:k]', or 'NAME=DRAFT_DIR[:k][+ngram|+suffix][@C]' (any draft folder vLLM or
+    vllm-ptp loads; '+ngram' / '+suffix': vllm-ptp's hybrid mode, '@C': its min_draft_confidence, both for its own
+    drafts)."""
     methods = []
     for spec in specs:
         if isinstance(spec, dict):
@@ -147,6 +154,9 @@ def parse_methods(specs: list[str]) -> list[Method]:
         elif spec.startswith("ngram") and "=" not in spec:
             k = int(spec.split(":")[1]) if ":" in spec else 3
             methods.append(Method(f"ngram k={k}", {"method": "ngram", "num_speculative_tokens": k, **NGRAM_MATCH}))
+        elif spec.startswith("suffix") and "=" not in spec:
+            k = int(spec.split(":")[1]) if ":" in spec else 3
+            methods.append(Method(f"suffix k={k}", {"method": "suffix", "num_speculative_tokens": k}))
         elif "=" in spec:
             name, _, rest = spec.partition("=")
             rest, confidence = _split_confidence(rest)
@@ -158,12 +168,15 @@ def parse_methods(specs: list[str]) -> list[Method]:
             rest, hybrid = _split_hybrid(rest)
             folder, _, k = rest.partition(":")
             config = {"model": folder, **_vllm_method_of(folder, spec)}
-            if hybrid:
+            if hybrid == "+ngram":
                 config.update(hybrid="ngram", **NGRAM_MATCH)
+            elif hybrid == "+suffix":
+                config.update(hybrid="suffix")
             config.update(threshold)
             methods.append(Method(name, {**config, **({"num_speculative_tokens": int(k)} if k else {})}))
         else:
-            raise ValueError(f"method {spec!r}: expected 'none', 'ngram[:k]' or 'NAME=DRAFT_DIR[:k][+ngram][@C]'")
+            raise ValueError(f"method {spec!r}: expected 'none', 'ngram[:k]', 'suffix[:k]' or "
+                             f"'NAME=DRAFT_DIR[:k][+ngram|+suffix][@C]'")
     names = [m.name for m in methods]
     if len(set(names)) != len(names):
         raise ValueError(f"method names must be unique, got {names}")
@@ -194,10 +207,41 @@ def _vllm_method_of(folder: str, spec: str) -> dict:
     return VLLM_DRAFT_METHODS.get(config.get("speculators_model_type") or config.get("model_type"), {})
 
 
-def prompt_set(target: str, dataset: str, n: int, seed: int = 0) -> list[str]:
-    """Held-out chat prompts (sharegpt, humaneval) or a user JSONL of conversations, in the target's chat template."""
+def prompt_set(target: str, dataset: str, n: int, seed: int = 0, max_prompt_tokens: int | None = None) -> list[str]:
+    """Held-out chat prompts (sharegpt, humaneval) or a user JSONL of conversations, in the target's chat template;
+    with max_prompt_tokens, the first n of those that fit."""
     from vllm_ptp.data import chat_prompts, load_conversations
-    return chat_prompts(target, load_conversations(dataset, "heldout", n, seed=seed))
+    if max_prompt_tokens is None:
+        return chat_prompts(target, load_conversations(dataset, "heldout", n, seed=seed))
+    from transformers import AutoTokenizer
+    tokenizer = AutoTokenizer.from_pretrained(target)
+    conversations, fitting = load_conversations(dataset, "heldout", None, seed=seed), []
+    for start in range(0, len(conversations), 2 * n):  # a few more than needed at a time: most prompts fit
+        texts = chat_prompts(target, conversations[start:start + 2 * n])
+        fitting += [t for t in texts if len(tokenizer(t, add_special_tokens=False)["input_ids"]) <= max_prompt_tokens]
+        if len(fitting) >= n:
+            break
+    return fitting[:n]
+
+
+def setting_prompts(target: str, config: BenchConfig) -> dict[tuple, list[str]]:
+    """(dataset, temperature, batch size) -> its own `prompts` held-out prompts, each short enough to leave room
+    for max_tokens. An engine runs every setting in turn, and one that learns from earlier requests (vLLM's suffix
+    decoding keeps a tree of their outputs) would otherwise meet the answers to the same prompts again."""
+    from transformers import AutoConfig
+    context = config.max_model_len or AutoConfig.from_pretrained(target).max_position_embeddings
+    per_dataset = [(t, b) for t in config.temperatures for b in config.batch_sizes]
+    texts = {}
+    for dataset in config.datasets:
+        pool = prompt_set(target, dataset, config.prompts * len(per_dataset), config.seed,
+                          max_prompt_tokens=context - config.max_tokens)
+        if len(pool) < config.prompts * len(per_dataset):
+            raise ValueError(f"bench: {dataset} has {len(pool)} held-out prompts that leave room for max_tokens; "
+                             f"each of its {len(per_dataset)} settings (temperature x batch size) takes "
+                             f"{config.prompts} of its own: lower 'prompts' or the settings")
+        for i, (temperature, batch) in enumerate(per_dataset):
+            texts[(dataset, temperature, batch)] = pool[i * config.prompts:(i + 1) * config.prompts]
+    return texts
 
 
 def run_bench(target: str, config: BenchConfig, out: str | Path | None = None, progress: bool = True) -> list[Row]:
@@ -209,8 +253,8 @@ def run_bench(target: str, config: BenchConfig, out: str | Path | None = None, p
 
     from vllm_ptp.bench.measure import engine, run_prompts
     methods = parse_methods(config.methods)
-    texts = {d: prompt_set(target, d, config.prompts, config.seed) for d in config.datasets}
     settings = [(d, t, b) for d in config.datasets for t in config.temperatures for b in config.batch_sizes]
+    texts = setting_prompts(target, config)
     # vLLM's own methods verified against the requests' real temperatures on CPU too (vllm_integration.cpu_sampler_fixes), for a fair T > 0
     engine_kwargs = {"enforce_eager": True, "max_model_len": config.max_model_len, "seed": config.seed,
                      "fix_cpu_sampler_for_all": True}
@@ -226,9 +270,13 @@ def run_bench(target: str, config: BenchConfig, out: str | Path | None = None, p
                     bar.set_postfix_str(f"{method.name} {dataset} T={temperature:g} batch {batch}")
                     params = SamplingParams(temperature=temperature, max_tokens=config.max_tokens)
                     runs.setdefault((method.name, dataset, temperature, batch), []).append(
-                        run_prompts(live.llm, texts[dataset], params, batch_size=batch, timer_file=live.timer_file))
+                        run_prompts(live.llm, texts[(dataset, temperature, batch)], params, batch_size=batch,
+                                    timer_file=live.timer_file))
                     bar.update()
-    identical = _greedy_identity(target, methods, texts, config, engine_kwargs, bar) if config.identity_tokens else {}
+    by_dataset = {d: [p for (dataset, _, _), prompts in texts.items() if dataset == d for p in prompts]
+                  for d in config.datasets}
+    identical = (_greedy_identity(target, methods, by_dataset, config, engine_kwargs, bar) if config.identity_tokens
+                 else {})
     bar.close()
     rows = _rows(methods, settings, runs, identical)
     if out:

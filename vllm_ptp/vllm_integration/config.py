@@ -11,7 +11,7 @@ from vllm_ptp.models.ptp_config import ARCHITECTURE, PTP_TYPE
 from vllm_ptp.models.checkpoint import speculators_type
 from vllm_ptp.models.validation import validate_checkpoint_for_target
 from vllm_ptp.onednn_cache import CAPACITY_VARIABLE, bound_primitive_cache
-from vllm_ptp.proposers.context_match import HybridSettings
+from vllm_ptp.proposers.context_match import SUFFIX, HybridSettings
 from vllm_ptp.proposers.draft_confidence import check_threshold
 from vllm_ptp.vllm_integration.methods import OUR_METHODS, is_ours, serves_ptp
 from vllm_ptp.vllm_integration.registry import original
@@ -82,7 +82,9 @@ def speculative_config_post_init(self):
     hybrid = HybridSettings.from_fields(self.hybrid, self.prompt_lookup_min or None, self.prompt_lookup_max or None,
                                         getattr(self, HYBRID_BATCH_FIELD))
     _set_up_ours(self, method, vllm_post_init, longer_k_for_matches=hybrid is not None)
-    if hybrid is not None:  # vLLM zeroes the prompt-lookup lengths of methods other than ngram: they are the hybrid's
+    if hybrid is not None and hybrid.kind == SUFFIX:
+        self._validate_suffix_decoding()  # vLLM's own checks of the suffix_decoding_* settings
+    elif hybrid is not None:  # vLLM zeroes the prompt-lookup lengths of methods other than ngram: they are the hybrid's
         self.prompt_lookup_min, self.prompt_lookup_max = hybrid.min_match, hybrid.max_match
 
 

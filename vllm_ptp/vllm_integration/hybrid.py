@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import torch
 
-from vllm_ptp.proposers.context_match import ContextMatcher, HybridSettings, overlay_matches
+from vllm_ptp.proposers.context_match import SUFFIX, ContextMatcher, HybridSettings, StepHistory, overlay_matches
 from vllm_ptp.proposers.draft_confidence import keep_confident
 from vllm_ptp.proposers.match_acceptance import MatchAcceptance
+from vllm_ptp.proposers.suffix_match import SuffixMatcher
 
 
-def context_matcher(vllm_config) -> ContextMatcher | None:
+def context_matcher(vllm_config) -> ContextMatcher | SuffixMatcher | None:
     """The engine's matcher, or None when hybrid drafting is off."""
     spec = vllm_config.speculative_config
     if getattr(spec, "hybrid", None) is None:
@@ -17,26 +18,26 @@ def context_matcher(vllm_config) -> ContextMatcher | None:
         # The runner's CPU token table then lags the GPU by a step: the matcher would search a stale history.
         raise ValueError("speculative_config.hybrid needs the runner's token history on the CPU each step: start "
                          "the engine with async scheduling off (--no-async-scheduling)")
+    if spec.hybrid == SUFFIX:
+        return SuffixMatcher(HybridSettings(SUFFIX, None, None, spec.hybrid_draft_max_batch_size), vllm_config)
     settings = HybridSettings(spec.hybrid, spec.prompt_lookup_min, spec.prompt_lookup_max,
                               spec.hybrid_draft_max_batch_size)
     return ContextMatcher(settings, spec.num_speculative_tokens, vllm_config.model_config.max_model_len,
                           vllm_config.scheduler_config.max_num_seqs)
 
 
-def ptp_matches(runner, matcher: ContextMatcher, sampled_token_ids) -> tuple[list[list[int]], list[int]]:
-    """Each request's context match and its suffix length (ContextMatcher.match) for the PTP path. vLLM's padded
-    drafting (its default) proposes before the runner's bookkeeping, from the sampled tokens as a tensor (-1:
-    rejected slots): each row's history is then the token table plus those tokens. Without padding it proposes after
-    the bookkeeping, from lists, and the table already holds them. Rows in a partial prefill draft nothing that is
+def ptp_matches(runner, matcher, sampled_token_ids) -> tuple[list[list[int]], list[int]]:
+    """Each request's context match and its key (the matcher's match) for the PTP path. vLLM's padded drafting (its
+    default) proposes before the runner's bookkeeping, from the sampled tokens as a tensor (-1: rejected slots):
+    each row's history is then the token table plus those tokens. Without padding it proposes after the
+    bookkeeping, from lists, and the table already holds them. Rows in a partial prefill draft nothing that is
     kept; they get no match."""
     batch = runner.input_batch.num_reqs
     before_bookkeeping = torch.is_tensor(sampled_token_ids)
     new_rows = sampled_token_ids.tolist() if before_bookkeeping else sampled_token_ids
-    new_tokens = [[t for t in row if t >= 0] for row in new_rows[:batch]]
     discarded = runner.discard_request_mask.np[:batch]
-    active = [bool(tokens) and not discarded[i] for i, tokens in enumerate(new_tokens)]
-    return matcher.match(runner.input_batch.token_ids_cpu, runner.input_batch.num_tokens_no_spec, active,
-                         new_tokens if before_bookkeeping else None)
+    new_tokens = [[] if discarded[i] else [t for t in row if t >= 0] for i, row in enumerate(new_rows[:batch])]
+    return matcher.match(step_history(runner.input_batch, new_tokens, in_table=not before_bookkeeping))
 
 
 def overlay_on_ptp_drafts(runner, drafts: torch.Tensor, matches: list[list[int]]) -> tuple[torch.Tensor, list[int]]:
@@ -49,17 +50,20 @@ def overlay_on_ptp_drafts(runner, drafts: torch.Tensor, matches: list[list[int]]
     return (torch.cat([ids, drafts[batch:]]) if batch < drafts.shape[0] else ids), matched
 
 
-def cp_matches(runner, matcher: ContextMatcher, sampled_token_ids: list[list[int]]
-               ) -> tuple[list[list[int]], list[int]]:
-    """Each request's context match and its suffix length for the CP path, which drafts after the runner's bookkeeping:
-    the token table already holds this step's tokens. Rows without a new token (partial prefills) get none."""
-    active = [bool(tokens) for tokens in sampled_token_ids]
-    if not any(active):
-        return [[] for _ in active], [0] * len(active)
-    return matcher.match(runner.input_batch.token_ids_cpu, runner.input_batch.num_tokens_no_spec, active)
+def cp_matches(runner, matcher, sampled_token_ids: list[list[int]]) -> tuple[list[list[int]], list[int]]:
+    """Each request's context match and its key for the CP path, which drafts after the runner's bookkeeping: the
+    token table already holds this step's tokens. Rows without a new token (partial prefills) get none."""
+    return matcher.match(step_history(runner.input_batch, [list(tokens) for tokens in sampled_token_ids],
+                                      in_table=True))
 
 
-def learned_rows(matcher: ContextMatcher, matched: list[bool], batch_size: int) -> list[bool]:
+def step_history(input_batch, new_tokens: list[list[int]], in_table: bool) -> StepHistory:
+    """The runner's input batch and this step's tokens per request -> what the matchers search."""
+    return StepHistory.from_table(input_batch.token_ids_cpu, input_batch.num_tokens_no_spec, new_tokens,
+                                  input_batch.req_ids, input_batch.num_prompt_tokens, in_table)
+
+
+def learned_rows(matcher, matched: list[bool], batch_size: int) -> list[bool]:
     """The rows the CP heads draft for: those without a match worth verifying (worth_matching), in steps small
     enough for the learned draft. Matched rows skip the heads: what they would draft after the match is conditioned
     on the heads' own picks, not on the matched tokens, so a match wins its row whole."""
