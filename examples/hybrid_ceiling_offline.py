@@ -11,7 +11,7 @@ Tokens per decode step (1 + accepted) is what a step earns. What it costs is mod
 PTP forward runs every step; the oracle runs both). The report gives each hybrid's tokens per step over the better
 drafter alone, and its speed over it for beta from 0 (verifying is free: memory-bound) to 0.2.
 
-    .venv/bin/python examples/hybrid_ceiling_offline.py [--prompts 24] [--out runs/hybrid_ceiling]
+    .venv/bin/python examples/hybrid_ceiling_offline.py [--prompts 24] [--first 8] [--out runs/hybrid_ceiling]
 
 Matches: vLLM's ngram (suffix of 2-4 tokens, as the bench) and vLLM's suffix decoding (Arctic Inference's trees over
 the request and the earlier requests' outputs, vLLM's default settings). Learned drafts: the shipped CP rank-1 heads
@@ -123,13 +123,16 @@ def speed_ratio(hybrid: np.ndarray, alone: np.ndarray, beta: float, delta: float
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--prompts", type=int, default=24, help="per dataset")
+    parser.add_argument("--first", type=int, default=8, help="held-out prompts skipped (8: the bench's batch-1 "
+                        "prompts; 0: the bench's own, to compare with an engine run)")
     parser.add_argument("--max-tokens", type=int, default=96)
-    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/hybrid_ceiling"))
+    parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/hybrid_ceiling"),
+                        help="where the greedy texts are cached (one folder per --first and --prompts)")
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     cached = args.out / "greedy.json"
     if not cached.exists():
-        cached.write_text(json.dumps(greedy_texts(args.prompts, args.max_tokens)))
+        cached.write_text(json.dumps(greedy_texts(args.prompts, args.max_tokens, args.first)))
     texts = json.loads(cached.read_text())
 
     from arctic_inference.suffix_decoding import SuffixDecodingCache

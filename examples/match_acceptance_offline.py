@@ -19,8 +19,9 @@ LENGTHS = (4, 3, 2)  # the bench's prompt_lookup_max .. prompt_lookup_min, longe
 BENCH_PROMPTS = 8
 
 
-def greedy_texts(n_prompts: int, max_tokens: int) -> dict:
-    """{dataset: [(prompt ids, greedy output ids)]} from the embedded default target in float32."""
+def greedy_texts(n_prompts: int, max_tokens: int, first: int = BENCH_PROMPTS) -> dict:
+    """{dataset: [(prompt ids, greedy output ids)]} from the embedded default target in float32, for the held-out
+    prompts first .. first + n_prompts - 1 (by default those after the bench's batch-1 prompts)."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -30,7 +31,7 @@ def greedy_texts(n_prompts: int, max_tokens: int) -> dict:
     model = AutoModelForCausalLM.from_pretrained(target, dtype=torch.float32).eval()
     texts = {}
     for dataset in ("sharegpt", "humaneval"):
-        conversations = load_conversations(dataset, "heldout", BENCH_PROMPTS + n_prompts, seed=0)[BENCH_PROMPTS:]
+        conversations = load_conversations(dataset, "heldout", first + n_prompts, seed=0)[first:]
         texts[dataset] = []
         for ids in chat_prompts(target, conversations, tokenize=True):
             with torch.no_grad():
