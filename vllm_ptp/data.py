@@ -27,17 +27,18 @@ HUMANEVAL_HELDOUT_PERCENT = 20
 def chat_prompts(target: str | pathlib.Path, conversations: list[list[dict]], tokenize: bool = False,
                  max_prompt_tokens: int | None = None) -> list:
     """The target's chat template applied to each conversation, generation prompt added: texts, or token ids with
-    `tokenize` (then prompts longer than `max_prompt_tokens` are dropped)."""
+    `tokenize`; prompts longer than `max_prompt_tokens` tokens are dropped."""
     from transformers import AutoTokenizer
     tokenizer = AutoTokenizer.from_pretrained(target)
-    if not tokenize:
-        return [tokenizer.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in conversations]
     prompts = []
     for messages in conversations:
-        ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
-        ids = list(ids["input_ids"]) if hasattr(ids, "keys") else list(ids)
+        ids = None
+        if tokenize or max_prompt_tokens is not None:
+            ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+            ids = list(ids["input_ids"]) if hasattr(ids, "keys") else list(ids)
         if max_prompt_tokens is None or len(ids) <= max_prompt_tokens:
-            prompts.append(ids)
+            prompts.append(ids if tokenize else
+                           tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False))
     return prompts
 
 

@@ -211,17 +211,8 @@ def prompt_set(target: str, dataset: str, n: int, seed: int = 0, max_prompt_toke
     """Held-out chat prompts (sharegpt, humaneval) or a user JSONL of conversations, in the target's chat template;
     with max_prompt_tokens, the first n of those that fit."""
     from vllm_ptp.data import chat_prompts, load_conversations
-    if max_prompt_tokens is None:
-        return chat_prompts(target, load_conversations(dataset, "heldout", n, seed=seed))
-    from transformers import AutoTokenizer
-    tokenizer = AutoTokenizer.from_pretrained(target)
-    conversations, fitting = load_conversations(dataset, "heldout", None, seed=seed), []
-    for start in range(0, len(conversations), 2 * n):  # a few more than needed at a time: most prompts fit
-        texts = chat_prompts(target, conversations[start:start + 2 * n])
-        fitting += [t for t in texts if len(tokenizer(t, add_special_tokens=False)["input_ids"]) <= max_prompt_tokens]
-        if len(fitting) >= n:
-            break
-    return fitting[:n]
+    conversations = load_conversations(dataset, "heldout", n if max_prompt_tokens is None else None, seed=seed)
+    return chat_prompts(target, conversations, max_prompt_tokens=max_prompt_tokens)[:n]
 
 
 def setting_prompts(target: str, config: BenchConfig) -> dict[tuple, list[str]]:
