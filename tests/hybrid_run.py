@@ -2,7 +2,7 @@
 after which vLLM 0.32 cannot build another in-process engine (its CPU kernel registration trips over llvmlite
 objects in sys.modules), so the tests' own process never runs one. Prints one RESULT line of JSON.
 
-usage: hybrid_run.py matcher | hybrid_run.py greedy TARGET DRAFT | hybrid_run.py suffix TARGET DRAFT | hybrid_run.py matches_only TARGET DRAFT K | hybrid_run.py forced TARGET DRAFT PROMPT SAMPLES TOKEN [MIN_DRAFT_CONFIDENCE]
+usage: hybrid_run.py matcher | hybrid_run.py greedy|gated|kv_in_step TARGET DRAFT | hybrid_run.py suffix TARGET DRAFT | hybrid_run.py matches_only TARGET DRAFT K | hybrid_run.py forced TARGET DRAFT PROMPT SAMPLES TOKEN [MIN_DRAFT_CONFIDENCE]
 """
 import json
 import sys
@@ -30,6 +30,21 @@ def log_matches(matcher_class=ContextMatcher) -> list[tuple[int, int, int]]:
     return steps
 
 
+def log_gate_ways() -> list[bool]:
+    """hybrid_draft_max_batch_size "auto" with trials of 2 steps and holds of 6, for the engines built from here on:
+    whether each step drafted with the learned draft."""
+    from vllm_ptp.proposers import learned_draft_gate
+    learned_draft_gate.TRIAL_STEPS, learned_draft_gate.HOLD_STEPS = 2, 6
+    ways, step = [], learned_draft_gate.LearnedDraftGate.step
+
+    def logged(gate, decode_only, requests, new_tokens, learned):
+        ways.append(learned)
+        return step(gate, decode_only, requests, new_tokens, learned)
+
+    learned_draft_gate.LearnedDraftGate.step = logged
+    return ways
+
+
 def force_matches(token: int) -> None:
     """Every drafting row 'matches' with k copies of `token`: every draft of the run meets the rejection sampler
     as a one-hot matched draft."""
@@ -38,6 +53,50 @@ def force_matches(token: int) -> None:
                 [matcher.settings.max_match if on else 0 for on in history.active])
 
     ContextMatcher.match = forced
+
+
+def force_matches_every_other_step(token: int) -> None:
+    """Every other step, each drafting row 'matches' with k copies of `token`; in the steps between, none does."""
+    steps = []
+
+    def forced(matcher, history):
+        steps.append(len(steps) % 2 == 0)
+        return ([[token] * matcher.k if on and steps[-1] else [] for on in history.active],
+                [matcher.settings.max_match if on and steps[-1] else 0 for on in history.active])
+
+    ContextMatcher.match = forced
+
+
+def draft_logits_against_plain_torch(target, draft) -> dict:
+    """One sampled request through PTP + hybrid whose every other step is all matches (the draft then runs only to
+    keep its KV cache in step): each drafting step's slot logits against the plain-torch draft's, computed from
+    scratch on the target's states for the same tokens, u's and temperature."""
+    import pytest
+    import torch
+    from test_ptp_vllm import PROMPTS, Recorder
+    from vllm import SamplingParams
+    from vllm_runs import draft_with_target_states
+    k, temperature = 3, 0.8
+    force_matches_every_other_step(token=7)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        recorder = Recorder(monkeypatch)
+        run = generate(target, PROMPTS[:1], SamplingParams(temperature=temperature, max_tokens=24, ignore_eos=True),
+                       {"model": draft, "num_speculative_tokens": k, **HYBRID}, one_at_a_time=True)
+    plain, sequence, aux = draft_with_target_states(target, draft, PROMPTS[0], run.outputs[0])
+    worst, checked = 0.0, 0
+    for step in recorder.steps:
+        p = int(step["positions"][0])
+        if "logits" not in step or p + 2 > len(sequence):
+            continue
+        with torch.no_grad():
+            expected = plain.propose_logits(aux[:p + 1], sequence[1:p + 2], step["u"][0, :k - 1],
+                                            torch.tensor(temperature), k)
+        finite = torch.isfinite(expected)
+        same_mask = torch.equal(finite, torch.isfinite(step["logits"]))
+        worst = max(worst, float((step["logits"][finite] - expected[finite]).abs().max()) if same_mask else 1e9)
+        checked += 1
+    return {"proposes": recorder.proposes, "forwards": recorder.forwards, "checked": checked, "worst": worst,
+            "matches_only_steps": sum("logits" not in step for step in recorder.steps)}
 
 
 def record_suffix_trees() -> dict[str, dict]:
@@ -97,7 +156,9 @@ if __name__ == "__main__":
         sys.exit(0)
     from vllm import SamplingParams
     mode, target, draft = sys.argv[1:4]
-    if mode == "greedy":
+    if mode == "kv_in_step":
+        result = draft_logits_against_plain_torch(target, draft)
+    elif mode == "greedy":
         from test_hybrid import PROMPTS
         params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
         plain = generate(target, PROMPTS, params)
@@ -105,6 +166,12 @@ if __name__ == "__main__":
         steps = log_matches()
         hybrid = generate(target, PROMPTS, params, {"model": draft, "num_speculative_tokens": 3, **HYBRID})
         result = {"plain": plain.outputs, "alone": counters(alone), "hybrid": counters(hybrid), "steps": steps}
+    elif mode == "gated":
+        from test_hybrid import PROMPTS
+        ways = log_gate_ways()
+        run = generate(target, PROMPTS, SamplingParams(temperature=0, max_tokens=32, ignore_eos=True),
+                       {"model": draft, "num_speculative_tokens": 3, **HYBRID, "hybrid_draft_max_batch_size": "auto"})
+        result = {**counters(run), "ways": ways}
     elif mode == "suffix":
         from test_hybrid import PROMPTS
         from vllm_ptp.proposers.suffix_match import SuffixMatcher

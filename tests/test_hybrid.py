@@ -57,6 +57,10 @@ def test_greedy_output_identical_and_matches_accepted(tiny_target, draft, reques
     assert mixed_steps(result["steps"]) > 0, f"no step had matched and unmatched rows together: {result['steps']}"
     assert result["hybrid"]["acceptance_length"] > result["alone"]["acceptance_length"]
     assert result["hybrid"]["draft_tokens"] > matched_tokens(result["steps"]), "the learned draft drafted nothing"
+    # hybrid_draft_max_batch_size "auto" (trials of 2 steps here): the same output, with and without the learned draft
+    gated = run_hybrid("gated", tiny_target, request.getfixturevalue(draft))
+    assert gated["outputs"] == result["plain"]
+    assert {True, False} <= set(gated["ways"]), gated["ways"]
     # hybrid_draft_max_batch_size: the same output, and in steps of more requests no draft token beyond the matches.
     # CP heads take a k above their 3 heads here (matches draft the rest). The smaller steps' learned drafts are cut
     # where min_draft_confidence "auto" says.
@@ -65,6 +69,16 @@ def test_greedy_output_identical_and_matches_accepted(tiny_target, draft, reques
     assert matches_only["outputs"] == result["plain"]
     allowed = sum(tokens if rows > MATCHES_ONLY_ABOVE else k * rows for rows, _, tokens in matches_only["steps"])
     assert 0 < matches_only["draft_tokens"] <= allowed
+
+
+@pytest.mark.engine
+def test_ptp_draft_kv_stays_in_step_through_steps_of_matches_only(tiny_target, tiny_ptp):
+    """In a step whose drafts are all matches the PTP draft runs without mask slots, logits or picks. The drafting
+    steps after such steps still compute exactly what the plain-torch draft computes from scratch."""
+    result = run_hybrid("kv_in_step", tiny_target, tiny_ptp)
+    assert result["forwards"] == result["proposes"], "every step, drafting or not, runs the draft once"
+    assert result["matches_only_steps"] >= 3 and result["checked"] >= 3, result
+    assert result["worst"] <= 2e-3, result
 
 
 @pytest.mark.engine
@@ -162,6 +176,7 @@ def test_matched_drafts_keep_the_target_distribution(tiny_target, draft, cut, re
     ({"hybrid_draft_max_batch_size": 4}, "it needs \"hybrid\" \\(\"ngram\" or \"suffix\"\\)"),
     ({"hybrid": "ngram", "hybrid_draft_max_batch_size": 0}, "hybrid_draft_max_batch_size: expected a whole number"),
     ({"hybrid": "ngram", "hybrid_draft_max_batch_size": 2.5}, "hybrid_draft_max_batch_size: expected a whole number"),
+    ({"hybrid": "ngram", "hybrid_draft_max_batch_size": "fast"}, "or \"auto\" \\(whichever is faster"),
 ])
 def test_bad_hybrid_settings_fail_at_configuration(tiny_target, tiny_ptp, config, message):
     with pytest.raises(Exception, match=message):
@@ -202,6 +217,7 @@ def test_hybrid_settings_default_to_the_bench_ngram_lengths():
     gated = HybridSettings.from_fields("ngram", None, None, 4)
     assert gated.drafts_learned(4) and not gated.drafts_learned(5)
     assert HybridSettings.from_fields("ngram", None, None).drafts_learned(1024)
+    assert HybridSettings.from_fields("ngram", None, None, "auto").draft_max_batch_size == "auto"
 
 
 def test_overlay_puts_matches_first_and_one_hot():

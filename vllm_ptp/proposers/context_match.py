@@ -10,7 +10,7 @@ heads skip matched rows, and may be given a k above their number of heads: only 
 
 Where the learned draft costs more than it earns (a large batch makes the target compute-bound, so every verified
 token costs), `draft_max_batch_size` keeps it to steps with at most that many requests; larger steps draft context
-matches only, as vLLM's ngram would.
+matches only, as vLLM's ngram would. "auto" measures instead, per range of batch sizes (learned_draft_gate).
 
 Two kinds of match: "ngram" (here: the request's own tokens, vLLM's prompt lookup) and "suffix" (suffix_match:
 vLLM's suffix decoding, Arctic Inference's suffix trees over the request and earlier requests' outputs).
@@ -29,6 +29,8 @@ from types import SimpleNamespace
 import numpy as np
 import torch
 
+from vllm_ptp.proposers.draft_confidence import AUTO
+
 NGRAM, SUFFIX = "ngram", "suffix"
 HYBRID_KINDS = (NGRAM, SUFFIX)
 # The bench's ngram setting, which measured best on the embedded default (background.md): a suffix of 2-4 tokens.
@@ -41,7 +43,7 @@ class HybridSettings:
     kind: str
     min_match: int | None = DEFAULT_MIN_MATCH  # ngram's match lengths; None for suffix, which matches any length
     max_match: int | None = DEFAULT_MAX_MATCH
-    draft_max_batch_size: int | None = None  # None: the learned draft drafts in every step
+    draft_max_batch_size: int | str | None = None  # None: the learned draft drafts in every step; or "auto"
 
     @classmethod
     def from_fields(cls, hybrid, prompt_lookup_min: int | None, prompt_lookup_max: int | None,
@@ -59,11 +61,12 @@ class HybridSettings:
             return None
         if hybrid not in HYBRID_KINDS:
             raise ValueError(f"speculative_config.hybrid: expected one of {list(HYBRID_KINDS)}, got {hybrid!r}")
-        if draft_max_batch_size is not None and (isinstance(draft_max_batch_size, bool)
-                                                 or not isinstance(draft_max_batch_size, int)
-                                                 or draft_max_batch_size < 1):
+        if draft_max_batch_size not in (None, AUTO) and (isinstance(draft_max_batch_size, bool)
+                                                         or not isinstance(draft_max_batch_size, int)
+                                                         or draft_max_batch_size < 1):
             raise ValueError(f"speculative_config.hybrid_draft_max_batch_size: expected a whole number >= 1 (the "
-                             f"largest batch in which the learned draft drafts), got {draft_max_batch_size!r}")
+                             f"largest batch in which the learned draft drafts) or \"{AUTO}\" (whichever is faster, "
+                             f"measured while serving), got {draft_max_batch_size!r}")
         if hybrid == SUFFIX:
             if lookup:
                 raise ValueError("speculative_config: prompt_lookup_min/max are the match lengths of \"hybrid\": "
@@ -85,8 +88,9 @@ class HybridSettings:
         return cls(hybrid, low, high, draft_max_batch_size)
 
     def drafts_learned(self, batch_size: int) -> bool:
-        """Whether the learned draft drafts in a step of batch_size requests."""
-        return self.draft_max_batch_size is None or batch_size <= self.draft_max_batch_size
+        """Whether a fixed limit lets the learned draft draft in a step of batch_size requests (under "auto" the
+        runner's LearnedDraftGate decides)."""
+        return not isinstance(self.draft_max_batch_size, int) or batch_size <= self.draft_max_batch_size
 
 
 @dataclass

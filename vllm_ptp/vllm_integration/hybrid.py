@@ -40,14 +40,32 @@ def ptp_matches(runner, matcher, sampled_token_ids) -> tuple[list[list[int]], li
     return matcher.match(step_history(runner.input_batch, new_tokens, in_table=not before_bookkeeping))
 
 
-def overlay_on_ptp_drafts(runner, drafts: torch.Tensor, matches: list[list[int]]) -> tuple[torch.Tensor, list[int]]:
-    """PTP drafts [B, k] -> (drafts with each request's match first, one-hot in the runner's draft probabilities;
-    each row's matched length). B may exceed the requests (padding rows), which keep their drafts."""
+def ptp_drafts_learned(runner, matches: list[list[int]], suffixes: list[int], acceptance: MatchAcceptance | None,
+                       threshold: float | None) -> bool:
+    """Whether a PTP step needs the learned draft. Not in a step too large for it, nor where every row that drafts
+    has a match worth verifying (worth_matching): the match then wins its row whole, as it does a CP row, and the
+    draft runs only to keep its KV cache in step (PTPProposer.matches_only). Decided from the matches and their
+    measured rates alone: lossless."""
+    batch = runner.input_batch.num_reqs
+    if not learned_draft_on(runner, batch):
+        return False
+    discarded = runner.discard_request_mask.np[:batch]
+    return any(not worth and not discarded[i]
+               for i, worth in enumerate(worth_matching(acceptance, matches, suffixes, threshold)))
+
+
+def overlay_on_ptp_drafts(runner, drafts: torch.Tensor, matches: list[list[int]]) -> torch.Tensor:
+    """PTP drafts [B, k] -> the drafts with each request's match first, one-hot in the runner's draft
+    probabilities. B may exceed the requests (padding rows), which keep their drafts."""
     batch = min(len(matches), drafts.shape[0])
-    ids, probs = overlay_matches(drafts[:batch], runner._draft_probs, matches[:batch])
-    runner._draft_probs = probs
-    matched = matched_lengths(matches, drafts.shape[1]) + [0] * (drafts.shape[0] - batch)
-    return (torch.cat([ids, drafts[batch:]]) if batch < drafts.shape[0] else ids), matched
+    ids, runner._draft_probs = overlay_matches(drafts[:batch], runner._draft_probs, matches[:batch])
+    return torch.cat([ids, drafts[batch:]]) if batch < drafts.shape[0] else ids
+
+
+def matches_alone(matches: list[list[int]], k: int, rows: int) -> list[list[int]]:
+    """A step without the learned draft: each row's match (at most k tokens), none for padding rows. They reach the
+    rejection sampler without draft probabilities, as vLLM's ngram drafts do: one-hot."""
+    return [match[:k] for match in matches] + [[] for _ in range(rows - len(matches))]
 
 
 def cp_matches(runner, matcher, sampled_token_ids: list[list[int]]) -> tuple[list[list[int]], list[int]]:
@@ -63,12 +81,20 @@ def step_history(input_batch, new_tokens: list[list[int]], in_table: bool) -> St
                                   input_batch.req_ids, input_batch.num_prompt_tokens, in_table)
 
 
-def learned_rows(matcher, matched: list[bool], batch_size: int) -> list[bool]:
-    """The rows the CP heads draft for: those without a match worth verifying (worth_matching), in steps small
-    enough for the learned draft. Matched rows skip the heads: what they would draft after the match is conditioned
-    on the heads' own picks, not on the matched tokens, so a match wins its row whole."""
-    learned = matcher.settings.drafts_learned(batch_size)
-    return [learned and not match for match in matched]
+def learned_draft_on(runner, batch_size: int) -> bool:
+    """Whether the learned draft may draft in this step: hybrid_draft_max_batch_size, a fixed limit or "auto" (the
+    runner's LearnedDraftGate)."""
+    gate = runner._vllm_ptp_learned_gate
+    if gate is not None:
+        return gate.drafts_learned(batch_size)
+    return runner._vllm_ptp_matcher.settings.drafts_learned(batch_size)
+
+
+def learned_rows(learned_on: bool, matched: list[bool]) -> list[bool]:
+    """The rows the CP heads draft for: those without a match worth verifying (worth_matching), in steps where the
+    learned draft drafts. Matched rows skip the heads: what they would draft after the match is conditioned on the
+    heads' own picks, not on the matched tokens, so a match wins its row whole."""
+    return [learned_on and not match for match in matched]
 
 
 def overlay_on_cp_drafts(drafts: list[list[int]], probs: torch.Tensor | None, matches: list[list[int]], k: int):
@@ -125,11 +151,6 @@ def observe_verified(acceptance: MatchAcceptance, requests: list[str], scheduler
 def one_hot_matches(probs: torch.Tensor, matches: list[list[int]]) -> torch.Tensor:
     """Draft probabilities [B, k, V] with each row's matched leading positions one-hot (rows drafted as lists)."""
     return overlay_matches(torch.zeros(len(matches), probs.shape[1], dtype=torch.long), probs, matches)[1]
-
-
-def keep_matched_only(drafts: list[list[int]], matched: list[int]) -> list[list[int]]:
-    """A step too large for the learned draft: each row keeps only its matched leading positions."""
-    return [draft[:n] for draft, n in zip(drafts, matched)]
 
 
 def matched_lengths(matches: list[list[int]], k: int) -> list[int]:

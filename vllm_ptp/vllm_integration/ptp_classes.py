@@ -6,6 +6,7 @@ runner when it is built for a PTP draft.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import torch
@@ -48,11 +49,13 @@ class PTPProposer(EagleProposer):
     """vLLM's EAGLE-3 parallel drafting, changed at two points: the mask slots' inputs get the embeddings of
     u_1..u_{K-1} and the temperature (set_inputs_first_pass), and the K tokens are picks at u_1..u_K from the
     processed slot distributions, which go to the rejection sampler (_sample_draft_tokens). It also drafts in steps
-    where vLLM's would skip the batch near max_model_len (_clamp_to_max_model_len)."""
+    where vLLM's would skip the batch near max_model_len (_clamp_to_max_model_len). In a step whose drafts are all
+    context matches (hybrid) it runs without them (matches_only)."""
 
     _ptp_u: torch.Tensor | None = None
     _ptp_sampling = None
     _ptp_confidence: torch.Tensor | None = None
+    _ptp_matches_only = False
 
     def load_model(self, target_model) -> None:
         super().load_model(target_model)
@@ -60,8 +63,27 @@ class PTPProposer(EagleProposer):
         embed = whole_vocab_rows(self.model.model.embed_tokens.weight, self.vllm_config.model_config.get_vocab_size())
         check_fingerprint(folder / CONFIG_FILE, PTPConfig.from_checkpoint(folder).verifier, embed)
 
+    @contextlib.contextmanager
+    def matches_only(self):
+        """A step of the hybrid whose drafts are all context matches: the draft does not draft, but it still runs over
+        the step's tokens, since its KV cache must hold every position for the steps that do. It runs as vLLM's
+        sequential EAGLE first pass with no draft token asked for (vLLM's own K = 0 path): the same inputs at the
+        same positions, without the K-1 mask slots, the logits and the picks. The KV it writes at the step's
+        verified positions is what a drafting step writes there (causal attention: the mask slots come after
+        them); what it writes past them is rewritten by the next step, as after any step."""
+        slots = self.extra_slots_per_request, self.net_num_new_slots_per_request, self.needs_extra_input_slots
+        self.extra_slots_per_request, self.net_num_new_slots_per_request, self.needs_extra_input_slots = 1, 0, False
+        self._ptp_matches_only = True
+        try:
+            yield
+        finally:
+            self.extra_slots_per_request, self.net_num_new_slots_per_request, self.needs_extra_input_slots = slots
+            self._ptp_matches_only = False
+
     def propose(self, *args, **kwargs):
         # vLLM's runner passes everything by keyword
+        if self._ptp_matches_only:
+            return super().propose(*args, **{**kwargs, "num_speculative_tokens": 0})
         metadata = kwargs["sampling_metadata"]
         batch = kwargs["common_attn_metadata"].batch_size()
         self._ptp_u = draw_uniforms(batch, kwargs["num_speculative_tokens"], metadata.generators,

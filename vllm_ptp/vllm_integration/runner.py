@@ -9,18 +9,21 @@ from; the CPU runner subclasses GPUModelRunner, so these replacements serve both
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 
 from vllm_ptp.engine_settings import EngineSettings
 from vllm_ptp.proposers.draft_confidence import AUTO, keep_confident
+from vllm_ptp.proposers.learned_draft_gate import LearnedDraftGate
 from vllm_ptp.proposers.match_acceptance import MatchAcceptance
 from vllm_ptp.proposers.verify_cost import VerifyCost
 from vllm_ptp.vllm_integration.cp_drafter import VllmCPDrafter
 from vllm_ptp.vllm_integration.draft_timer import DraftTimer
-from vllm_ptp.vllm_integration.hybrid import (choose_drafts, context_matcher, cp_matches, keep_matched_only,
-                                              learned_rows, observe_verified, overlay_on_cp_drafts,
-                                              overlay_on_ptp_drafts, ptp_matches, worth_matching)
+from vllm_ptp.vllm_integration.hybrid import (choose_drafts, context_matcher, cp_matches, learned_draft_on,
+                                              learned_rows, matches_alone, observe_verified, overlay_on_cp_drafts,
+                                              overlay_on_ptp_drafts, ptp_drafts_learned, ptp_matches,
+                                              worth_matching)
 from vllm_ptp.vllm_integration.methods import is_ours, serves_ptp
 from vllm_ptp.vllm_integration.registry import original
 
@@ -41,14 +44,18 @@ def runner_init(self, vllm_config, device):
     self._vllm_ptp_matcher = None
     self._vllm_ptp_verify_cost = None
     self._vllm_ptp_match_acceptance = None
+    self._vllm_ptp_learned_gate = None
+    self._vllm_ptp_drafted_learned = True
+    self._vllm_ptp_auto_reported = time.monotonic()
     if not is_ours(spec):
         return original("GPUModelRunner.__init__")(self, vllm_config, device)
     self._vllm_ptp_matcher = context_matcher(vllm_config)
+    if self._vllm_ptp_matcher is not None and self._vllm_ptp_matcher.settings.draft_max_batch_size == AUTO:
+        self._vllm_ptp_learned_gate = LearnedDraftGate()
     if self._vllm_ptp_matcher is not None and spec.min_draft_confidence is not None:
         self._vllm_ptp_match_acceptance = MatchAcceptance(spec.num_speculative_tokens)
     if spec.min_draft_confidence == AUTO:
         self._vllm_ptp_verify_cost = VerifyCost()
-        self._vllm_ptp_auto_reported = time.monotonic()
     vllm_init = original("GPUModelRunner.__init__")
     from vllm.v1.worker import gpu_model_runner as runner_module
     if serves_ptp(spec):
@@ -77,21 +84,29 @@ def propose_draft_token_ids(self, scheduler_output, sampled_token_ids, sampling_
     """Replaces GPUModelRunner.propose_draft_token_ids: CP drafts from the target's hidden states; PTP (and every
     method not ours) through vLLM's own; the hybrid's matches on top of ours; all of it timed for the bench."""
     cost = getattr(self, "_vllm_ptp_verify_cost", None)
-    if cost is None:
+    gate = getattr(self, "_vllm_ptp_learned_gate", None)
+    if cost is None and gate is None:
         return _propose(self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states,
                         sample_hidden_states, aux_hidden_states, spec_decode_metadata, common_attn_metadata,
                         slot_mappings)
-    step = step_summary(scheduler_output)
+    decode_only, requests, verified = step_summary(scheduler_output)
     drafts = _propose(self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states,
                       sample_hidden_states, aux_hidden_states, spec_decode_metadata, common_attn_metadata,
                       slot_mappings)
-    cost.step(*step, new_tokens=count_new_tokens(sampled_token_ids))
+    new_tokens = count_new_tokens(sampled_token_ids)
+    if cost is not None:
+        cost.step(decode_only, requests, verified, new_tokens)
+    if gate is not None:
+        gate.step(decode_only, requests, new_tokens, self._vllm_ptp_drafted_learned)
     if time.monotonic() - self._vllm_ptp_auto_reported > AUTO_REPORT_SECONDS:
         self._vllm_ptp_auto_reported = time.monotonic()
-        logger.info("vllm-ptp min_draft_confidence auto: %s", cost.describe())
+        if cost is not None:
+            logger.info("vllm-ptp min_draft_confidence auto: %s", cost.describe())
         if self._vllm_ptp_match_acceptance is not None:
             logger.info("vllm-ptp matched drafts accepted through each position: %s",
                         self._vllm_ptp_match_acceptance.describe())
+        if gate is not None:
+            logger.info("vllm-ptp hybrid_draft_max_batch_size auto: %s", gate.describe())
     return drafts
 
 
@@ -103,13 +118,21 @@ def _propose(self, scheduler_output, sampled_token_ids, sampling_metadata, hidde
         if acceptance is not None:
             observe_verified(acceptance, self.input_batch.req_ids[:self.input_batch.num_reqs], scheduler_output,
                              sampled_token_ids)
-        if not is_ours(self.speculative_config) or serves_ptp(self.speculative_config):
-            drafts = original("GPUModelRunner.propose_draft_token_ids")(
-                self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states, sample_hidden_states,
-                aux_hidden_states, spec_decode_metadata, common_attn_metadata, slot_mappings)
-            if not is_ours(self.speculative_config):
-                return drafts
-            return _ptp_final_drafts(self, matcher, drafts, sampled_token_ids)
+        propose_as_vllm = original("GPUModelRunner.propose_draft_token_ids")
+        if not is_ours(self.speculative_config):
+            return propose_as_vllm(self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states,
+                                   sample_hidden_states, aux_hidden_states, spec_decode_metadata,
+                                   common_attn_metadata, slot_mappings)
+        if serves_ptp(self.speculative_config):
+            threshold, k = _confidence_threshold(self), scheduler_output.num_spec_tokens_to_schedule
+            matches, suffixes = ptp_matches(self, matcher, sampled_token_ids) if matcher is not None else (None, None)
+            learned = matcher is None or ptp_drafts_learned(self, matches, suffixes, acceptance, threshold)
+            self._vllm_ptp_drafted_learned = matcher is None or learned_draft_on(self, self.input_batch.num_reqs)
+            with contextlib.nullcontext() if learned else self.drafter.matches_only():
+                drafts = propose_as_vllm(self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states,
+                                         sample_hidden_states, aux_hidden_states, spec_decode_metadata,
+                                         common_attn_metadata, slot_mappings)
+            return _ptp_final_drafts(self, drafts, matches, suffixes, k, learned, threshold)
         num_draft = spec_decode_metadata.num_draft_tokens if spec_decode_metadata is not None else None
         k = scheduler_output.num_spec_tokens_to_schedule
         threshold = _confidence_threshold(self)
@@ -117,7 +140,8 @@ def _propose(self, scheduler_output, sampled_token_ids, sampling_metadata, hidde
         if matcher is not None:
             matches, suffixes = cp_matches(self, matcher, sampled_token_ids)
             matched = worth_matching(acceptance, matches, suffixes, threshold)
-            wanted = learned_rows(matcher, matched, self.input_batch.num_reqs)
+            self._vllm_ptp_drafted_learned = learned_draft_on(self, self.input_batch.num_reqs)
+            wanted = learned_rows(self._vllm_ptp_drafted_learned, matched)
         draft_ids, draft_probs = self.drafter.propose(
             sampled_token_ids, sample_hidden_states, num_draft, sampling_metadata, k, wanted)
         if threshold is not None:
@@ -130,24 +154,18 @@ def _propose(self, scheduler_output, sampled_token_ids, sampling_metadata, hidde
         return draft_ids
 
 
-def _ptp_final_drafts(self, matcher, drafts, sampled_token_ids):
-    """PTP drafts [B, k] -> the hybrid's matches first, cut to the confident positions, and to the matches alone in
-    a step too large for the learned draft (its forward still ran: the draft KV cache stays in step)."""
-    threshold = _confidence_threshold(self)
-    matches, suffixes = ptp_matches(self, matcher, sampled_token_ids) if matcher is not None else (None, None)
+def _ptp_final_drafts(self, drafts, matches, suffixes, k: int, learned: bool, threshold: float | None):
+    """PTP drafts [B, k] ([B, 0] in a step that drafted matches only) -> the hybrid's matches first, cut to the
+    confident positions; in a step without the learned draft, each row's match alone."""
     if threshold is not None:
-        learned = drafts.tolist()
-        if matcher is not None and not matcher.settings.drafts_learned(self.input_batch.num_reqs):
-            learned = [[] for _ in learned]
-        final, self._draft_probs = _keep_confident_drafts(self, learned, matches, suffixes, drafts.shape[1],
+        final, self._draft_probs = _keep_confident_drafts(self, drafts.tolist(), matches, suffixes, k,
                                                           self._draft_probs, threshold)
         return final
-    if matcher is None:
+    if matches is None:
         return drafts
-    drafts, matched = overlay_on_ptp_drafts(self, drafts, matches)
-    if not matcher.settings.drafts_learned(self.input_batch.num_reqs):
-        return keep_matched_only(drafts.tolist(), matched)
-    return drafts
+    if not learned:
+        return matches_alone(matches, k, drafts.shape[0])
+    return overlay_on_ptp_drafts(self, drafts, matches)
 
 
 def _confidence_threshold(self) -> float | None:
