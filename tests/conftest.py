@@ -19,7 +19,7 @@ from tiny_models import build_tiny_target, train_tiny_cp, train_tiny_ptp  # noqa
 
 
 # Built with vLLM teacher engines: a test that needs one needs an engine.
-ENGINE_FIXTURES = {"tiny_cp", "tiny_ptp"}
+ENGINE_FIXTURES = {"tiny_cp", "tiny_ptp", "tiny_ptp_two_layers"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -63,3 +63,13 @@ def tiny_cp(tiny_target, tmp_path_factory):
 def tiny_ptp(tiny_target, tmp_path_factory):
     """A PTP draft (4 slots, quarter_cos u-embedding) distilled from the tiny target for a few hundred steps."""
     return train_tiny_ptp(tiny_target, tmp_path_factory.mktemp("tiny_ptp"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ptp_two_layers(tiny_target, tiny_ptp, tmp_path_factory):
+    """Two decoder layers (vLLM's EAGLE-3 layers after the first take H, not 2H): briefly trained, same teacher."""
+    from vllm_ptp.training.train_ptp import PTPTrainArgs, train_ptp
+    return train_ptp(PTPTrainArgs(target=str(tiny_target), data_dir=str(tiny_ptp.parent / "teacher"),
+                                  out=str(tmp_path_factory.mktemp("ptp2") / "ptp"), slots=4, layers=2, steps=40,
+                                  batch_size=8, window=64, anchors=16, lr=3e-3, draft_vocab_size=256, save_every=40,
+                                  eval_fraction=0.1))

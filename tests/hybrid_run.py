@@ -68,33 +68,41 @@ def force_matches_every_other_step(token: int) -> None:
 
 
 def draft_logits_against_plain_torch(target, draft) -> dict:
-    """One sampled request through PTP + hybrid whose every other step is all matches (the draft then runs only to
-    keep its KV cache in step): each drafting step's slot logits against the plain-torch draft's, computed from
-    scratch on the target's states for the same tokens, u's and temperature."""
+    """Two sampled requests at once through PTP + hybrid whose every other step is all matches (the draft then runs
+    only to keep its KV cache in step): each drafting row's slot logits against the plain-torch draft's, computed
+    from scratch on its request's target states for the same tokens, u's and temperature."""
     import pytest
     import torch
     from test_ptp_vllm import PROMPTS, Recorder
     from vllm import SamplingParams
     from vllm_runs import draft_with_target_states
-    k, temperature = 3, 0.8
+    k, temperature, prompts = 3, 0.8, PROMPTS[:2]
     force_matches_every_other_step(token=7)
     with pytest.MonkeyPatch.context() as monkeypatch:
         recorder = Recorder(monkeypatch)
-        run = generate(target, PROMPTS[:1], SamplingParams(temperature=temperature, max_tokens=24, ignore_eos=True),
-                       {"model": draft, "num_speculative_tokens": k, **HYBRID}, one_at_a_time=True)
-    plain, sequence, aux = draft_with_target_states(target, draft, PROMPTS[0], run.outputs[0])
+        run = generate(target, prompts, SamplingParams(temperature=temperature, max_tokens=24, ignore_eos=True),
+                       {"model": draft, "num_speculative_tokens": k, **HYBRID})
+    requests = [draft_with_target_states(target, draft, p, out) for p, out in zip(prompts, run.outputs)]
     worst, checked = 0.0, 0
     for step in recorder.steps:
-        p = int(step["positions"][0])
-        if "logits" not in step or p + 2 > len(sequence):
+        if "logits" not in step:
             continue
-        with torch.no_grad():
-            expected = plain.propose_logits(aux[:p + 1], sequence[1:p + 2], step["u"][0, :k - 1],
-                                            torch.tensor(temperature), k)
-        finite = torch.isfinite(expected)
-        same_mask = torch.equal(finite, torch.isfinite(step["logits"]))
-        worst = max(worst, float((step["logits"][finite] - expected[finite]).abs().max()) if same_mask else 1e9)
-        checked += 1
+        logits = step["logits"].view(-1, k, step["logits"].shape[-1])  # request-major slots
+        bonus_slots = zip(step["positions"][::k].tolist(), step["tokens"][::k].tolist())
+        for row, (position, token) in enumerate(bonus_slots):
+            # the row's request: the one whose text holds this token after this position (rows may move)
+            errors = []
+            for plain, sequence, aux in requests:
+                if position + 2 > len(sequence) or int(sequence[position + 1]) != token:
+                    continue
+                with torch.no_grad():
+                    expected = plain.propose_logits(aux[:position + 1], sequence[1:position + 2],
+                                                    step["u"][row, :k - 1], torch.tensor(temperature), k)
+                finite = torch.isfinite(expected)
+                same = torch.equal(finite, torch.isfinite(logits[row]))
+                errors.append(float((logits[row][finite] - expected[finite]).abs().max()) if same else 1e9)
+            if errors:
+                worst, checked = max(worst, min(errors)), checked + 1
     return {"proposes": recorder.proposes, "forwards": recorder.forwards, "checked": checked, "worst": worst,
             "matches_only_steps": sum("logits" not in step for step in recorder.steps)}
 

@@ -72,10 +72,12 @@ def test_greedy_output_identical_and_matches_accepted(tiny_target, draft, reques
 
 
 @pytest.mark.engine
-def test_ptp_draft_kv_stays_in_step_through_steps_of_matches_only(tiny_target, tiny_ptp):
+@pytest.mark.parametrize("draft", ["tiny_ptp", "tiny_ptp_two_layers"])
+def test_ptp_draft_kv_stays_in_step_through_steps_of_matches_only(tiny_target, draft, request):
     """In a step whose drafts are all matches the PTP draft runs without mask slots, logits or picks. The drafting
-    steps after such steps still compute exactly what the plain-torch draft computes from scratch."""
-    result = run_hybrid("kv_in_step", tiny_target, tiny_ptp)
+    steps after such steps still compute exactly what the plain-torch draft computes from scratch (two layers: the
+    second attends to the first's outputs at every earlier position; two requests drafted together)."""
+    result = run_hybrid("kv_in_step", tiny_target, request.getfixturevalue(draft))
     assert result["forwards"] == result["proposes"], "every step, drafting or not, runs the draft once"
     assert result["matches_only_steps"] >= 3 and result["checked"] >= 3, result
     assert result["worst"] <= 2e-3, result

@@ -18,16 +18,6 @@ def plain_greedy(tiny_target):
     return generate(tiny_target, PROMPTS, SamplingParams(temperature=0, max_tokens=40, ignore_eos=True))
 
 
-@pytest.fixture(scope="module")
-def tiny_ptp_two_layers(tiny_target, tiny_ptp, tmp_path_factory):
-    """Two decoder layers (vLLM's EAGLE-3 layers after the first take H, not 2H): briefly trained, same teacher."""
-    from vllm_ptp.training.train_ptp import PTPTrainArgs, train_ptp
-    return train_ptp(PTPTrainArgs(target=str(tiny_target), data_dir=str(tiny_ptp.parent / "teacher"),
-                                  out=str(tmp_path_factory.mktemp("ptp2") / "ptp"), slots=4, layers=2, steps=40,
-                                  batch_size=8, window=64, anchors=16, lr=3e-3, draft_vocab_size=256, save_every=40,
-                                  eval_fraction=0.1))
-
-
 @pytest.mark.parametrize("k", [1, 3, 4])
 def test_greedy_output_identical_to_plain_vllm(tiny_target, tiny_ptp, plain_greedy, k):
     from vllm import SamplingParams

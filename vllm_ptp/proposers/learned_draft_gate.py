@@ -9,8 +9,9 @@ as verify_cost) it runs TRIAL_STEPS decode steps with the learned draft and TRIA
 more tokens per second for HOLD_STEPS steps, then tries both again (the workload changes).
 
 A step's time runs from the end of one drafting to the end of the next, and its tokens are those its verification
-accepted: both belong to the drafts of the step before, so a step is counted for the way that step drafted, and
-left out where the way changed between the two (it holds part of each).
+accepted: both belong to the drafts of the step before, so a step is counted for the way that drafting went. A
+range that has just changed its way leaves out the step that verifies the old way's drafts. The two ways take turns
+at going first, trial after trial, so that neither always meets the shorter contexts.
 
 Lossless: the choice depends on wall times and token counts of earlier steps, never on the target's distribution in
 the step it drafts for.
@@ -42,7 +43,7 @@ class LearnedDraftGate:
         requests: requests in it; new_tokens: tokens it added to the requests' outputs; learned: whether the
         drafting that just ended used the learned draft."""
         now = self.clock()
-        if self._last_end is not None and decode_only and requests > 0 and self._last_way == learned:
+        if self._last_end is not None and decode_only and requests > 0:
             self.ranges[_key(requests)].add(self._last_way, new_tokens, now - self._last_end)
         self._last_end, self._last_way = now, learned
 
@@ -67,36 +68,40 @@ class _Tally:
 
 
 class _Range:
-    """The trials and the choice for one range of batch sizes: a trial with the learned draft, one without, then the
-    faster way held."""
+    """The trials and the choice for one range of batch sizes: a trial of each way, then the faster way held."""
 
     def __init__(self):
         self.way = True  # the learned draft drafts
+        self.first_way = True  # the way the current (or last) trial began with
         self.trial: dict[bool, _Tally] | None = {True: _Tally(), False: _Tally()}  # None while a way is held
         self.held = 0
         self.rates: dict[bool, float] = {}  # tokens per second of each way in the last trial
 
     def add(self, learned: bool, tokens: int, seconds: float) -> None:
+        """A counted step of this range, whose verified drafts were drafted with the learned draft or without."""
         if self.trial is None:
             self.held += 1
             if self.held >= HOLD_STEPS:
-                self.trial, self.held, self.way = {True: _Tally(), False: _Tally()}, 0, True
+                self.first_way = not self.first_way
+                self.trial, self.held, self.way = {True: _Tally(), False: _Tally()}, 0, self.first_way
             return
         if learned != self.way:
-            return
+            return  # drafted before this range's trial changed way
         tally = self.trial[learned]
         tally.steps, tally.seconds, tally.tokens = tally.steps + 1, tally.seconds + seconds, tally.tokens + tokens
         if tally.steps < TRIAL_STEPS:
             return
-        if learned:  # the trial without it next
-            self.way = False
+        if self.trial[not learned].steps == 0:  # the other way's turn
+            self.way = not learned
             return
         self.rates = {way: t.tokens_per_second for way, t in self.trial.items()}
         self.way = self.rates[True] > self.rates[False]
         self.trial = None
 
     def describe(self) -> str:
-        if not self.rates:
-            return "on trial"
-        return (f"learned draft {'on' if self.way else 'off'} ({self.rates[True]:.1f} tokens/s with it, "
-                f"{self.rates[False]:.1f} without, last trial)")
+        if self.trial is not None:
+            return "on trial" + (f" (last: {self._rates()})" if self.rates else "")
+        return f"learned draft {'on' if self.way else 'off'} ({self._rates()}, last trial)"
+
+    def _rates(self) -> str:
+        return f"{self.rates[True]:.1f} tokens/s with the learned draft, {self.rates[False]:.1f} without"
