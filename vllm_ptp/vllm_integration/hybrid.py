@@ -40,15 +40,15 @@ def ptp_matches(runner, matcher, sampled_token_ids) -> tuple[list[list[int]], li
     return matcher.match(step_history(runner.input_batch, new_tokens, in_table=not before_bookkeeping))
 
 
-def ptp_drafts_learned(runner, matches: list[list[int]], suffixes: list[int], acceptance: MatchAcceptance | None,
-                       threshold: float | None) -> bool:
+def ptp_drafts_learned(runner, learned_on: bool, matches: list[list[int]], suffixes: list[int],
+                       acceptance: MatchAcceptance | None, threshold: float | None) -> bool:
     """Whether a PTP step needs the learned draft. Not in a step too large for it, nor where every row that drafts
     has a match worth verifying (worth_matching): the match then wins its row whole, as it does a CP row, and the
     draft runs only to keep its KV cache in step (PTPProposer.matches_only). Decided from the matches and their
     measured rates alone: lossless."""
-    batch = runner.input_batch.num_reqs
-    if not learned_draft_on(runner, batch):
+    if not learned_on:
         return False
+    batch = runner.input_batch.num_reqs
     discarded = runner.discard_request_mask.np[:batch]
     return any(not worth and not discarded[i]
                for i, worth in enumerate(worth_matching(acceptance, matches, suffixes, threshold)))

@@ -126,8 +126,9 @@ def _propose(self, scheduler_output, sampled_token_ids, sampling_metadata, hidde
         if serves_ptp(self.speculative_config):
             threshold, k = _confidence_threshold(self), scheduler_output.num_spec_tokens_to_schedule
             matches, suffixes = ptp_matches(self, matcher, sampled_token_ids) if matcher is not None else (None, None)
-            learned = matcher is None or ptp_drafts_learned(self, matches, suffixes, acceptance, threshold)
             self._vllm_ptp_drafted_learned = matcher is None or learned_draft_on(self, self.input_batch.num_reqs)
+            learned = matcher is None or ptp_drafts_learned(self, self._vllm_ptp_drafted_learned, matches, suffixes,
+                                                            acceptance, threshold)
             with contextlib.nullcontext() if learned else self.drafter.matches_only():
                 drafts = propose_as_vllm(self, scheduler_output, sampled_token_ids, sampling_metadata, hidden_states,
                                          sample_hidden_states, aux_hidden_states, spec_decode_metadata,
