@@ -70,18 +70,18 @@ def ptp_accepted(draft, tokens, aux, final, prompt_len: int, lm_head) -> np.ndar
     return accepted.long().cumprod(-1).sum(-1).numpy()
 
 
-def ngram_drafts(tokens: list[int], anchors) -> list[list[int]]:
+def ngram_drafts(tokens: list[int], anchors, k: int) -> list[list[int]]:
     from vllm.v1.spec_decode.ngram_proposer import NgramProposer
     low, high = NGRAM_LENGTHS
     proposer = NgramProposer(SimpleNamespace(
-        speculative_config=SimpleNamespace(prompt_lookup_min=low, prompt_lookup_max=high, num_speculative_tokens=K),
+        speculative_config=SimpleNamespace(prompt_lookup_min=low, prompt_lookup_max=high, num_speculative_tokens=k),
         model_config=SimpleNamespace(max_model_len=8192), scheduler_config=SimpleNamespace(max_num_seqs=1),
         parallel_config=SimpleNamespace(tensor_parallel_size=1)))
     history = np.array([tokens], dtype=np.int32)
-    return [list(proposer.propose(K, [[0]], np.array([t + 2], dtype=np.int32), history)[0]) for t in anchors]
+    return [list(proposer.propose(k, [[0]], np.array([t + 2], dtype=np.int32), history)[0]) for t in anchors]
 
 
-def suffix_drafts(cache, request: str, prompt: list[int], tokens: list[int], anchors) -> list[list[int]]:
+def suffix_drafts(cache, request: str, prompt: list[int], tokens: list[int], anchors, k: int) -> list[list[int]]:
     """vLLM's suffix decoding as its proposer drives the cache: the prompt's tree first, then each sampled token
     added before the step's speculation; the request's output joins the tree of earlier outputs when it ends."""
     defaults = SimpleNamespace(max_tree_depth=24, max_spec_factor=1.0, min_token_prob=0.1)
@@ -90,7 +90,7 @@ def suffix_drafts(cache, request: str, prompt: list[int], tokens: list[int], anc
     for t in anchors:
         cache.add_active_response(request, [tokens[t + 1]])
         pattern = np.array(tokens[max(0, t + 2 - defaults.max_tree_depth):t + 2], dtype=np.int32)
-        drafts.append(list(cache.speculate(request, pattern, max_spec_tokens=K,
+        drafts.append(list(cache.speculate(request, pattern, max_spec_tokens=k,
                                            max_spec_factor=defaults.max_spec_factor,
                                            min_token_prob=defaults.min_token_prob).token_ids))
     cache.stop_request(request)
@@ -126,6 +126,8 @@ def main() -> None:
     parser.add_argument("--first", type=int, default=8, help="held-out prompts skipped (8: the bench's batch-1 "
                         "prompts; 0: the bench's own, to compare with an engine run)")
     parser.add_argument("--max-tokens", type=int, default=96)
+    parser.add_argument("--match-k", type=int, default=K, help="the most tokens a match drafts (the learned "
+                        "drafts draft 3): CP heads in the hybrid take a num_speculative_tokens above their heads")
     parser.add_argument("--out", type=pathlib.Path, default=pathlib.Path("runs/hybrid_ceiling"),
                         help="where the greedy texts are cached (one folder per --first and --prompts)")
     args = parser.parse_args()
@@ -156,15 +158,20 @@ def main() -> None:
             P, L = len(prompt), len(tokens)
             anchors = torch.arange(P - 1, L - 2)
             as_list = tokens.tolist()
-            matches = {"ngram": ngram_drafts(as_list, anchors.tolist()),
-                       "suffix": suffix_drafts(cache, f"{dataset}-{n}", prompt, as_list, anchors.tolist())}
-            alone = {name: accepted_lengths(_padded(drafts), tokens, anchors) for name, drafts in matches.items()}
+            matches = {"ngram": ngram_drafts(as_list, anchors.tolist(), args.match_k),
+                       "suffix": suffix_drafts(cache, f"{dataset}-{n}", prompt, as_list, anchors.tolist(),
+                                               args.match_k)}
+            alone = {name: accepted_lengths(_padded(drafts, args.match_k), tokens, anchors)
+                     for name, drafts in matches.items()}
             alone["cp"] = accepted_lengths(cp_drafts(cp, final, tokens, anchors), tokens, anchors)
             alone["ptp"] = ptp_accepted(ptp, tokens, aux, final, P, lm_head)
-            drafted = {name: np.array([min(len(d), K) for d in drafts]) for name, drafts in matches.items()}
+            drafted = {name: np.array([min(len(d), args.match_k) for d in drafts]) for name, drafts in matches.items()}
             full, every, never = np.full(len(anchors), K), np.ones(len(anchors)), np.zeros(len(anchors))
             # (accepted, verified, learned forward ran) per anchor
             policies = {name: (alone[name], drafted[name], never) for name in matches}
+            if args.match_k > K:  # the same matches cut at the learned drafts' k (vLLM's with k = 3)
+                policies |= {f"{name} k={K}": (np.minimum(alone[name], K), np.minimum(drafted[name], K), never)
+                             for name in matches}
             policies |= {name: (alone[name], full, every) for name in ("cp", "ptp")}
             for match in matches:
                 has_match = drafted[match] > 0
@@ -185,9 +192,11 @@ def main() -> None:
         rate = {name: t[1] / t[0] for (d, name), t in totals.items() if d == dataset}
         for name, value in rate.items():
             lines.append(f"{dataset:9s} {name:22s} {value:.3f} tokens/step")
+        lines.append(f"{dataset:9s} (matches draft up to {args.match_k} tokens, learned drafts {K})")
         for match in ("ngram", "suffix"):
             for learned in ("cp", "ptp"):
-                better = match if rate[match] >= rate[learned] else learned
+                alone_ones = [match, learned] + ([f"{match} k={K}"] if args.match_k > K else [])
+                better = max(alone_ones, key=rate.get)
                 for policy in ("match first", "oracle"):
                     hybrid = totals[(dataset, f"{learned}+{match} {policy}")]
                     alone = totals[(dataset, better)]
@@ -201,11 +210,11 @@ def main() -> None:
     print(text)
 
 
-def _padded(drafts: list[list[int]]) -> torch.Tensor:
+def _padded(drafts: list[list[int]], k: int) -> torch.Tensor:
     """Drafts of 0..k tokens -> [A, k] with -1 (never a token) after each draft's end."""
-    out = torch.full((len(drafts), K), -1, dtype=torch.long)
+    out = torch.full((len(drafts), k), -1, dtype=torch.long)
     for i, draft in enumerate(drafts):
-        out[i, :len(draft)] = torch.tensor(draft[:K], dtype=torch.long)
+        out[i, :len(draft)] = torch.tensor(draft[:k], dtype=torch.long)
     return out
 
 

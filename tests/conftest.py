@@ -19,7 +19,7 @@ from tiny_models import build_tiny_target, train_tiny_cp, train_tiny_ptp  # noqa
 
 
 # Built with vLLM teacher engines: a test that needs one needs an engine.
-ENGINE_FIXTURES = {"tiny_cp", "tiny_ptp", "tiny_ptp_two_layers"}
+ENGINE_FIXTURES = {"tiny_cp", "tiny_ptp", "tiny_ptp_two_layers", "tiny_ptp_one_slot"}
 
 
 def pytest_collection_modifyitems(config, items):
@@ -63,6 +63,13 @@ def tiny_cp(tiny_target, tmp_path_factory):
 def tiny_ptp(tiny_target, tmp_path_factory):
     """A PTP draft (4 slots, quarter_cos u-embedding) distilled from the tiny target for a few hundred steps."""
     return train_tiny_ptp(tiny_target, tmp_path_factory.mktemp("tiny_ptp"))
+
+
+@pytest.fixture(scope="session")
+def tiny_ptp_one_slot(tiny_target, tiny_ptp, tmp_path_factory):
+    """One slot (vLLM's one-token drafting: no mask slots), briefly trained on tiny_ptp's teacher."""
+    return train_tiny_ptp(tiny_target, tmp_path_factory.mktemp("ptp1"), slots=1, steps=40,
+                          teacher=tiny_ptp.parent / "teacher")
 
 
 @pytest.fixture(scope="session")

@@ -2,7 +2,7 @@
 after which vLLM 0.32 cannot build another in-process engine (its CPU kernel registration trips over llvmlite
 objects in sys.modules), so the tests' own process never runs one. Prints one RESULT line of JSON.
 
-usage: hybrid_run.py matcher | hybrid_run.py greedy|gated|kv_in_step TARGET DRAFT | hybrid_run.py suffix TARGET DRAFT | hybrid_run.py matches_only TARGET DRAFT K | hybrid_run.py forced TARGET DRAFT PROMPT SAMPLES TOKEN [MIN_DRAFT_CONFIDENCE]
+usage: hybrid_run.py matcher | hybrid_run.py greedy|gated|kv_in_step|suffix TARGET DRAFT | hybrid_run.py matches_only|long_matches TARGET DRAFT K | hybrid_run.py forced|forced_mixed TARGET DRAFT PROMPT SAMPLES TOKEN [MIN_DRAFT_CONFIDENCE]
 """
 import json
 import sys
@@ -45,12 +45,14 @@ def log_gate_ways() -> list[bool]:
     return ways
 
 
-def force_matches(token: int) -> None:
-    """Every drafting row 'matches' with k copies of `token`: every draft of the run meets the rejection sampler
-    as a one-hot matched draft."""
+def force_matches(token: int, every_other_row: bool = False) -> None:
+    """Every drafting row (or every other row of the batch) 'matches' with k copies of `token`: every draft of the
+    run (or about half, beside learned drafts in the same steps) meets the rejection sampler as a one-hot matched
+    draft."""
     def forced(matcher, history):
-        return ([[token] * matcher.k if on else [] for on in history.active],
-                [matcher.settings.max_match if on else 0 for on in history.active])
+        rows = [on and not (every_other_row and i % 2) for i, on in enumerate(history.active)]
+        return [[token] * matcher.k if on else [] for on in rows], [matcher.settings.max_match if on else 0
+                                                                  for on in rows]
 
     ContextMatcher.match = forced
 
@@ -127,7 +129,7 @@ def record_suffix_trees() -> dict[str, dict]:
 
 def counters(run) -> dict:
     return {"outputs": run.outputs, "acceptance_length": run.acceptance_length, "drafts": run.drafts,
-            "draft_tokens": run.draft_tokens}
+            "draft_tokens": run.draft_tokens, "accepted_per_position": run.accepted_per_position}
 
 
 def compare_with_ngram(rows: int = 200, length: int = 60, vocab: int = 6) -> dict:
@@ -193,6 +195,11 @@ if __name__ == "__main__":
         by_prompt = {tuple(g["prompt"]): g for g in given.values()}
         result = {"plain": plain.outputs, "hybrid": counters(hybrid), "steps": steps, "prompts": prompts,
                   "given": [by_prompt.get(tuple(p)) for p in prompts]}
+    elif mode == "long_matches":
+        from test_hybrid import PROMPTS
+        run = generate(target, PROMPTS, SamplingParams(temperature=0, max_tokens=32, ignore_eos=True),
+                       {"model": draft, "num_speculative_tokens": int(sys.argv[4]), **HYBRID})
+        result = counters(run)
     elif mode == "matches_only":
         from test_hybrid import PROMPTS
         params = SamplingParams(temperature=0, max_tokens=32, ignore_eos=True)
@@ -201,13 +208,13 @@ if __name__ == "__main__":
                                                  "hybrid_draft_max_batch_size": MATCHES_ONLY_ABOVE,
                                                  "min_draft_confidence": "auto"})
         result = {**counters(run), "steps": steps}
-    else:
+    else:  # forced, forced_mixed
         prompt, samples, token = sys.argv[4], int(sys.argv[5]), int(sys.argv[6])
         cut = {"min_draft_confidence": float(sys.argv[7])} if len(sys.argv) > 7 else {}
-        force_matches(token)
+        force_matches(token, every_other_row=mode == "forced_mixed")
         sampled = SamplingParams(temperature=1.0, top_k=8, max_tokens=3, ignore_eos=True)
         run = generate(target, [prompt] * samples, sampled, {"model": draft, "num_speculative_tokens": 3, **HYBRID,
                                                              **cut})
         result = {"outputs": run.outputs, "drafts": run.drafts, "accepted": run.accepted,
-                  "draft_tokens": run.draft_tokens}
+                  "draft_tokens": run.draft_tokens, "accepted_per_position": run.accepted_per_position}
     print("RESULT " + json.dumps(result))

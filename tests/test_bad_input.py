@@ -74,8 +74,8 @@ def test_hidden_size_mismatch(tiny_target, tiny_cp, tmp_path):
 
 
 def test_more_speculative_tokens_than_heads(tiny_target, tiny_cp):
-    with pytest.raises(CheckpointError, match=r"num_speculative_tokens=5 but field 'num_heads' is 3.*CP heads with "
-                                              r"\"hybrid\": \"ngram\" take a larger k"):
+    with pytest.raises(CheckpointError, match=r"num_speculative_tokens=5 but field 'num_heads' is 3.*with "
+                                              r"\"hybrid\": \"ngram\" or \"suffix\" a larger k is taken"):
         start(tiny_target, {"method": "cp", "model": str(tiny_cp), "num_speculative_tokens": 5})
 
 
@@ -155,9 +155,10 @@ def test_ptp_draft_for_another_target_or_malformed(tiny_target, tiny_ptp, tmp_pa
 
 
 def test_ptp_more_speculative_tokens_than_slots(tiny_target, tiny_ptp):
-    for hybrid in ({}, {"hybrid": "ngram"}):  # the matches never lengthen a PTP draft: its forward drafts k slots
-        with pytest.raises(CheckpointError, match=r"num_speculative_tokens=5 but field 'ptp.num_slots' is 4"):
-            start(tiny_target, {"model": str(tiny_ptp), "num_speculative_tokens": 5, **hybrid})
+    # only context matches (the hybrid mode) draft past the slots a PTP draft was trained for
+    with pytest.raises(CheckpointError, match=r"num_speculative_tokens=5 but field 'ptp.num_slots' is 4.*with "
+                                              r"\"hybrid\": \"ngram\" or \"suffix\" a larger k is taken"):
+        start(tiny_target, {"model": str(tiny_ptp), "num_speculative_tokens": 5})
 
 
 def test_ptp_draft_trained_for_another_target(tiny_target, tiny_ptp, tmp_path):

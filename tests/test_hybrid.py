@@ -61,9 +61,13 @@ def test_greedy_output_identical_and_matches_accepted(tiny_target, draft, reques
     gated = run_hybrid("gated", tiny_target, request.getfixturevalue(draft))
     assert gated["outputs"] == result["plain"]
     assert {True, False} <= set(gated["ways"]), gated["ways"]
+    # A k above the draft's 3 heads / 4 slots: matches draft the positions past them, and are accepted there.
+    learned_k, long_k = (3, 5) if draft == "tiny_cp" else (4, 6)
+    long_matches = run_hybrid("long_matches", tiny_target, request.getfixturevalue(draft), long_k)
+    assert long_matches["outputs"] == result["plain"]
+    assert sum(long_matches["accepted_per_position"][learned_k:]) > 0, long_matches["accepted_per_position"]
     # hybrid_draft_max_batch_size: the same output, and in steps of more requests no draft token beyond the matches.
-    # CP heads take a k above their 3 heads here (matches draft the rest). The smaller steps' learned drafts are cut
-    # where min_draft_confidence "auto" says.
+    # The smaller steps' learned drafts are cut where min_draft_confidence "auto" says (CP: k above its heads).
     k = 5 if draft == "tiny_cp" else 3
     matches_only = run_hybrid("matches_only", tiny_target, request.getfixturevalue(draft), k)
     assert matches_only["outputs"] == result["plain"]
@@ -150,21 +154,35 @@ def test_suffix_matches_are_vllm_suffix_decoding_s():
     assert drafted > 100
 
 
-@pytest.mark.parametrize("draft, cut", [("tiny_ptp", None), ("tiny_ptp", 0.05), ("tiny_cp", 0.05)])
+@pytest.mark.parametrize("draft, cut", [("tiny_ptp", None), ("tiny_ptp", 0.05), ("tiny_cp", 0.05),
+                                        ("tiny_ptp_one_slot", None), ("tiny_ptp_one_slot", 0.05)])
 def test_matched_drafts_keep_the_target_distribution(tiny_target, draft, cut, request):
-    """Every row of every step is given a one-hot matched draft (the most likely second token, k times): vLLM's
+    """Every row of every step is given a one-hot matched draft (the most likely second token, k = 3 times): vLLM's
     rejection sampler accepts it or resamples, and the first three tokens still follow the target exactly. With
     min_draft_confidence the matches are cut where their measured acceptance falls (the repeated token is rarely
     right twice), or lose their row to the learned draft: rows of every length and of either origin verify
-    together."""
+    together. A one-slot PTP draft is given matches in every other row, so that the learned draft drafts in every
+    step: the matches run past its slot, beside learned rows, and their positions' draft probabilities there exist
+    only because the matches fill them."""
     samples = 3000
     joint = exact_joint(tiny_target)
     second = max(marginal(joint, (1,)).items(), key=lambda item: item[1])[0][0]
-    result = run_hybrid("forced", tiny_target, request.getfixturevalue(draft), PROMPT, samples, second,
-                        *([cut] if cut else []))
+    mixed = draft == "tiny_ptp_one_slot"
+    result = run_hybrid("forced_mixed" if mixed else "forced", tiny_target, request.getfixturevalue(draft), PROMPT,
+                        samples, second, *([cut] if cut else []))
     assert result["accepted"] > samples // 10, "matched drafts were hardly accepted: the test would not see a bias"
     if cut:
         assert result["draft_tokens"] < 2 * result["drafts"], "the matches were not cut by their measured acceptance"
+    if not cut:
+        # A one-hot draft of s is accepted exactly when the target samples s. In each request's first verifying step
+        # positions 1 and 2 are so accepted with probability p(x2 = s) and p(x2 = x3 = s) (in about half the rows
+        # where every other row matches); later steps only add. A position whose draft probability were left at
+        # zero (past a one-slot draft's slot) would never be accepted.
+        for position, p in enumerate([marginal(joint, (1,))[(second,)],
+                                      sum(q for (_, b, c), q in joint.items() if b == c == second)]):
+            n = samples // 3 if mixed else samples
+            sigma = (n * p * (1 - p)) ** 0.5
+            assert result["accepted_per_position"][position] > n * p - 4 * sigma, (position, p, result)
     outputs = result["outputs"]
     assert p_value([tuple(o[:2]) for o in outputs], marginal(joint, (0, 1))) > ALPHA
     assert p_value([tuple(o[1:3]) for o in outputs], marginal(joint, (1, 2))) > ALPHA
@@ -232,6 +250,29 @@ def test_overlay_puts_matches_first_and_one_hot():
         assert out_probs[i, j, token] == 1.0 and out_probs[i, j].sum() == 1.0
     assert torch.equal(out_probs[1], before[1]) and torch.equal(out_probs[0, 2], before[0, 2])
     assert ids.tolist()[0] == [5, 6, 7], "the drafts handed in are not modified"
+
+
+def test_matches_longer_than_the_ptp_slots_draft_their_rows_alone():
+    """k = 5 over a draft of 3 slots (and a padding row): a match longer than the slots drafts up to k tokens, one-hot
+    at every position, the probabilities widened to k; shorter matches lead their row's learned draft; rows without
+    a match keep it whole. With no match past the slots the drafts stay a [B, 3] tensor."""
+    from types import SimpleNamespace
+
+    from vllm_ptp.vllm_integration.hybrid import overlay_on_ptp_drafts
+    drafts = torch.tensor([[5, 6, 7], [8, 9, 10], [11, 12, 13], [14, 15, 16]])
+    probs = torch.rand(4, 3, 20).softmax(-1)
+    runner = SimpleNamespace(_draft_probs=probs.clone())
+    out = overlay_on_ptp_drafts(runner, drafts, [[1, 2, 3, 4, 17, 18], [0], []], k=5)
+    assert out == [[1, 2, 3, 4, 17], [0, 9, 10], [11, 12, 13], [14, 15, 16]]
+    widened = runner._draft_probs
+    assert widened.shape == (4, 5, 20)
+    for j, token in enumerate([1, 2, 3, 4, 17]):
+        assert widened[0, j, token] == 1.0 and widened[0, j].sum() == 1.0
+    assert widened[1, 0, 0] == 1.0 and torch.equal(widened[1, 1:3], probs[1, 1:])
+    assert torch.equal(widened[2:, :3], probs[2:]) and not widened[1:, 3:].any()
+    runner = SimpleNamespace(_draft_probs=probs.clone())
+    out = overlay_on_ptp_drafts(runner, drafts, [[1, 2], [], []], k=5)
+    assert out.tolist() == [[1, 2, 7], [8, 9, 10], [11, 12, 13], [14, 15, 16]] and runner._draft_probs.shape[1] == 3
 
 
 def test_a_cut_match_is_one_hot_only_where_it_is_kept():

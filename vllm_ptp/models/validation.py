@@ -14,8 +14,8 @@ def validate_checkpoint_for_target(method: str, folder: str, target_model_config
                                    longer_k_for_matches: bool = False) -> int:
     """Open the draft folder of method "ptp" or "cp"; target_model_config answers get_vocab_size(),
     get_hidden_size() and get_total_num_hidden_layers() (vLLM's ModelConfig), or is None. Returns the k to use.
-    longer_k_for_matches: CP heads in the hybrid mode may take a k above their number of heads (context matches
-    draft the positions beyond the heads)."""
+    longer_k_for_matches: in the hybrid mode a draft may take a k above its heads or slots (context matches draft
+    the positions beyond them)."""
     if not Path(folder).is_dir():
         raise CheckpointError(f"speculative_config.model = {folder!r}: not a directory (expected a draft checkpoint "
                               f"folder with config.json and model.safetensors)")
@@ -37,10 +37,9 @@ def validate_checkpoint_for_target(method: str, folder: str, target_model_config
         load_cp_heads(folder)
         n, field = config.num_heads, "num_heads"
     k = n if k is None else k
-    longer = longer_k_for_matches and method != PTP_TYPE
-    if k < 1 or (k > n and not longer):
-        hint = (" (CP heads with \"hybrid\": \"ngram\" take a larger k: the context matches draft the positions "
-                "beyond the heads)" if method != PTP_TYPE and k > n else "")
+    if k < 1 or (k > n and not longer_k_for_matches):
+        hint = (" (with \"hybrid\": \"ngram\" or \"suffix\" a larger k is taken: the context matches draft the "
+                "positions beyond it)" if k > n else "")
         raise CheckpointError(f"{Path(folder) / CONFIG_FILE}: num_speculative_tokens={k} but field '{field}' is {n}: "
                               f"this draft was trained to draft 1 to {n} tokens{hint}")
     return k

@@ -54,12 +54,28 @@ def ptp_drafts_learned(runner, learned_on: bool, matches: list[list[int]], suffi
                for i, worth in enumerate(worth_matching(acceptance, matches, suffixes, threshold)))
 
 
-def overlay_on_ptp_drafts(runner, drafts: torch.Tensor, matches: list[list[int]]) -> torch.Tensor:
-    """PTP drafts [B, k] -> the drafts with each request's match first, one-hot in the runner's draft
-    probabilities. B may exceed the requests (padding rows), which keep their drafts."""
-    batch = min(len(matches), drafts.shape[0])
+def overlay_on_ptp_drafts(runner, drafts: torch.Tensor, matches: list[list[int]], k: int
+                          ) -> torch.Tensor | list[list[int]]:
+    """PTP drafts [B, S] -> the drafts with each request's match first, one-hot in the runner's draft
+    probabilities. B may exceed the requests (padding rows), which keep their drafts. With a k above the draft's
+    S slots, a match longer than S drafts up to k tokens (the rows then go as lists, of their own lengths)."""
+    batch, slots = min(len(matches), drafts.shape[0]), drafts.shape[1]
+    if max(map(len, matches[:batch]), default=0) > slots:
+        if runner._draft_probs is not None:
+            runner._draft_probs = one_hot_matches(widened(runner._draft_probs, matches[:batch], k), matches[:batch])
+        ids, _ = overlay_matches(drafts[:batch], None, matches[:batch])
+        return ([match[:k] if len(match) > slots else row for row, match in zip(ids.tolist(), matches)]
+                + drafts[batch:].tolist())
     ids, runner._draft_probs = overlay_matches(drafts[:batch], runner._draft_probs, matches[:batch])
     return torch.cat([ids, drafts[batch:]]) if batch < drafts.shape[0] else ids
+
+
+def widened(probs: torch.Tensor | None, matches: list[list[int]], k: int) -> torch.Tensor | None:
+    """Draft probabilities [B, S, V] -> [B, k, V] (k >= S), zero past S: the positions only matches draft, which
+    are made one-hot where a match fills them. Unchanged where no match is longer than S."""
+    if probs is None or probs.shape[1] >= k or max(map(len, matches), default=0) <= probs.shape[1]:
+        return probs
+    return torch.cat([probs, probs.new_zeros(probs.shape[0], k - probs.shape[1], probs.shape[2])], dim=1)
 
 
 def matches_alone(matches: list[list[int]], k: int, rows: int) -> list[list[int]]:

@@ -50,12 +50,26 @@ class PTPProposer(EagleProposer):
     u_1..u_{K-1} and the temperature (set_inputs_first_pass), and the K tokens are picks at u_1..u_K from the
     processed slot distributions, which go to the rejection sampler (_sample_draft_tokens). It also drafts in steps
     where vLLM's would skip the batch near max_model_len (_clamp_to_max_model_len). In a step whose drafts are all
-    context matches (hybrid) it runs without them (matches_only)."""
+    context matches (hybrid) it runs without them (matches_only). With the hybrid's num_speculative_tokens above the
+    slots the draft was trained for, it drafts its slots and the matches draft up to k."""
 
     _ptp_u: torch.Tensor | None = None
     _ptp_sampling = None
     _ptp_confidence: torch.Tensor | None = None
     _ptp_matches_only = False
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.ptp_slots = min(self.num_speculative_tokens,
+                             PTPConfig.from_checkpoint(self.speculative_config.model).num_slots)
+        self._set_slots(self.ptp_slots)
+
+    def _set_slots(self, slots: int) -> None:
+        """vLLM's parallel-drafting layout for `slots` drafted tokens per request (it sets it up for the config's
+        k): the next token's input plus slots - 1 mask slots; slots = 0 is its sequential first pass alone."""
+        self.extra_slots_per_request = max(slots, 1)
+        self.net_num_new_slots_per_request = self.extra_slots_per_request - 1
+        self.needs_extra_input_slots = self.net_num_new_slots_per_request > 0
 
     def load_model(self, target_model) -> None:
         super().load_model(target_model)
@@ -71,26 +85,26 @@ class PTPProposer(EagleProposer):
         same positions, without the K-1 mask slots, the logits and the picks. The KV it writes at the step's
         verified positions is what a drafting step writes there (causal attention: the mask slots come after
         them); what it writes past them is rewritten by the next step, as after any step."""
-        slots = self.extra_slots_per_request, self.net_num_new_slots_per_request, self.needs_extra_input_slots
-        self.extra_slots_per_request, self.net_num_new_slots_per_request, self.needs_extra_input_slots = 1, 0, False
+        self._set_slots(0)
         self._ptp_matches_only = True
         try:
             yield
         finally:
-            self.extra_slots_per_request, self.net_num_new_slots_per_request, self.needs_extra_input_slots = slots
+            self._set_slots(self.ptp_slots)
             self._ptp_matches_only = False
 
     def propose(self, *args, **kwargs):
         # vLLM's runner passes everything by keyword
         if self._ptp_matches_only:
             return super().propose(*args, **{**kwargs, "num_speculative_tokens": 0})
+        k = min(kwargs["num_speculative_tokens"], self.ptp_slots)  # the hybrid's matches draft the rest
+        self._set_slots(k)  # vLLM's layout follows the k of the step (k by batch size), not the config's
         metadata = kwargs["sampling_metadata"]
         batch = kwargs["common_attn_metadata"].batch_size()
-        self._ptp_u = draw_uniforms(batch, kwargs["num_speculative_tokens"], metadata.generators,
-                                    metadata.temperature, self.device)
+        self._ptp_u = draw_uniforms(batch, k, metadata.generators, metadata.temperature, self.device)
         self._ptp_sampling = metadata
         try:
-            return super().propose(*args, **kwargs)
+            return super().propose(*args, **{**kwargs, "num_speculative_tokens": k})
         finally:
             self._ptp_u = self._ptp_sampling = None
 

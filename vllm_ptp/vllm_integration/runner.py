@@ -23,7 +23,7 @@ from vllm_ptp.vllm_integration.draft_timer import DraftTimer
 from vllm_ptp.vllm_integration.hybrid import (choose_drafts, context_matcher, cp_matches, learned_draft_on,
                                               learned_rows, matches_alone, observe_verified, overlay_on_cp_drafts,
                                               overlay_on_ptp_drafts, ptp_drafts_learned, ptp_matches,
-                                              worth_matching)
+                                              widened, worth_matching)
 from vllm_ptp.vllm_integration.methods import is_ours, serves_ptp
 from vllm_ptp.vllm_integration.registry import original
 
@@ -156,17 +156,18 @@ def _propose(self, scheduler_output, sampled_token_ids, sampling_metadata, hidde
 
 
 def _ptp_final_drafts(self, drafts, matches, suffixes, k: int, learned: bool, threshold: float | None):
-    """PTP drafts [B, k] ([B, 0] in a step that drafted matches only) -> the hybrid's matches first, cut to the
-    confident positions; in a step without the learned draft, each row's match alone."""
+    """PTP drafts [B, S] ([B, 0] in a step that drafted matches only; S < k where the hybrid's matches draft past
+    the draft's slots) -> the hybrid's matches first, cut to the confident positions; in a step without the
+    learned draft, each row's match alone."""
     if threshold is not None:
         final, self._draft_probs = _keep_confident_drafts(self, drafts.tolist(), matches, suffixes, k,
-                                                          self._draft_probs, threshold)
+                                                          widened(self._draft_probs, matches or [], k), threshold)
         return final
     if matches is None:
         return drafts
     if not learned:
         return matches_alone(matches, k, drafts.shape[0])
-    return overlay_on_ptp_drafts(self, drafts, matches)
+    return overlay_on_ptp_drafts(self, drafts, matches, k)
 
 
 def _confidence_threshold(self) -> float | None:
