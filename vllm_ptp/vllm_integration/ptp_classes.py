@@ -60,8 +60,8 @@ class PTPProposer(EagleProposer):
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
-        self.ptp_slots = min(self.num_speculative_tokens,
-                             PTPConfig.from_checkpoint(self.speculative_config.model).num_slots)
+        self.ptp_config = PTPConfig.from_checkpoint(self.speculative_config.model)
+        self.ptp_slots = min(self.num_speculative_tokens, self.ptp_config.num_slots)
         self._set_slots(self.ptp_slots)
 
     def _set_slots(self, slots: int) -> None:
@@ -75,7 +75,7 @@ class PTPProposer(EagleProposer):
         super().load_model(target_model)
         folder = Path(self.speculative_config.model)
         embed = whole_vocab_rows(self.model.model.embed_tokens.weight, self.vllm_config.model_config.get_vocab_size())
-        check_fingerprint(folder / CONFIG_FILE, PTPConfig.from_checkpoint(folder).verifier, embed)
+        check_fingerprint(folder / CONFIG_FILE, self.ptp_config.verifier, embed)
 
     @contextlib.contextmanager
     def matches_only(self):
