@@ -4,6 +4,8 @@
 # CPU settings measured under load (README, "The server under load"): draft k=4 only while at most 2 requests run
 # (above that, verifying k+1 tokens per request costs more than the drafts save on 2 cores), and 32-token KV blocks
 # (vLLM's EAGLE-family methods reuse cached prompts only up to one block before their end; the CPU default is 128).
+# float32 on CPUs that emulate bf16 (no AVX512-BF16 / AMX), where bf16 leaves no draft anything to gain; a --dtype
+# after the script's name wins.
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 bash "$root/examples/setup_venv.sh"
@@ -11,6 +13,7 @@ export HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}"
 draft="${DRAFT:-ptp_smollm2}"
 [[ -d "$draft" ]] || draft="$root/examples/drafts/$draft"
 target="$("$root/.venv/bin/python" -c 'from vllm_ptp.embedded import default_target_dir; print(default_target_dir())')"
+dtype="$("$root/.venv/bin/python" -c 'from vllm_ptp.bench.machine import resolve_dtype; print(resolve_dtype("auto"))')"
 exec "$root/.venv/bin/vllm-ptp" serve "$target" --port "${PORT:-8000}" \
     --speculative-config "{\"model\": \"$draft\", \"num_speculative_tokens_per_batch_size\": [[1, 2, 4], [3, 256, 0]]}" \
-    --block-size 32 "$@"
+    --block-size 32 --dtype "$dtype" "$@"

@@ -17,6 +17,7 @@ def test_bench_end_to_end(tiny_target, tiny_cp, tiny_ptp, tmp_path):
     run_bench(str(tiny_target), config, out=tmp_path, progress=False)
     report = json.loads((tmp_path / "bench.json").read_text())
     assert report["config"]["repeats"] == 2 and report["wall_seconds"] > 0 and report["machine"]["cpus"]
+    assert report["dtype"] == "float32" and report["machine"]["native_bf16"] in (True, False, None)
     rows = report["rows"]
     assert [(r["method"], r["batch_size"]) for r in rows] == [
         ("none", 1), ("cp", 1), ("ptp", 1), ("none", 2), ("cp", 2), ("ptp", 2)]
@@ -42,6 +43,9 @@ def test_bench_config_errors(tmp_path):
         BenchConfig.from_file(bad)
     bad.write_text(json.dumps({"methods": ["none"], "batch_sizes": [0]}))
     with pytest.raises(ValueError, match="bench.json: batch_sizes must be integers >= 1"):
+        BenchConfig.from_file(bad)
+    bad.write_text(json.dumps({"methods": ["none"], "dtype": "bf16"}))
+    with pytest.raises(ValueError, match=r"bench.json: dtype must be one of \['auto', 'bfloat16', 'float32', 'float16'\], got 'bf16'"):
         BenchConfig.from_file(bad)
     bad.write_text("{not json")
     with pytest.raises(ValueError, match="cannot read a JSON bench config"):

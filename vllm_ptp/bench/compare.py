@@ -23,14 +23,15 @@ Writes OUT/bench.json, OUT/bench.md and OUT/bench.png.
 from __future__ import annotations
 
 import json
-import os
-import platform
 import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 from vllm_ptp.proposers.draft_confidence import AUTO
+
+
+DTYPES = ("auto", "bfloat16", "float32", "float16")
 
 
 @dataclass
@@ -50,7 +51,7 @@ class BenchConfig:
     max_tokens: int = 128
     repeats: int = 1
     identity_tokens: int = 64  # new tokens per prompt in the float32 greedy-identity check (0: no check)
-    dtype: str = "bfloat16"
+    dtype: str = "auto"  # bench.machine.resolve_dtype: bf16 where the machine multiplies it natively, else float32
     seed: int = 0
     max_model_len: int | None = None  # None: the target's own
 
@@ -84,6 +85,8 @@ class BenchConfig:
             raise ValueError(f"{where}: batch_sizes must be integers >= 1, got {self.batch_sizes}")
         if any(t < 0 for t in self.temperatures) or not self.temperatures:
             raise ValueError(f"{where}: temperatures must be >= 0, got {self.temperatures}")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"{where}: dtype must be one of {list(DTYPES)}, got {self.dtype!r}")
 
 
 def _relative_to(spec: str | dict, folder: Path) -> str | dict:
@@ -243,7 +246,11 @@ def run_bench(target: str, config: BenchConfig, out: str | Path | None = None, p
     from vllm import SamplingParams
 
     from vllm_ptp.bench.measure import engine, run_prompts
+    from vllm_ptp.bench.machine import bf16_warning, resolve_dtype
     methods = parse_methods(config.methods)
+    dtype = resolve_dtype(config.dtype)
+    if warning := bf16_warning(dtype):
+        print(f"vllm-ptp bench: {warning}", flush=True)
     settings = [(d, t, b) for d in config.datasets for t in config.temperatures for b in config.batch_sizes]
     texts = setting_prompts(target, config)
     # vLLM's own methods verified against the requests' real temperatures on CPU too (vllm_integration.cpu_sampler_fixes), for a fair T > 0
@@ -256,7 +263,7 @@ def run_bench(target: str, config: BenchConfig, out: str | Path | None = None, p
     for repeat in range(config.repeats):
         shift = repeat % len(methods)
         for method in methods[shift:] + methods[:shift]:
-            with engine(target, method.speculative_config, dtype=config.dtype, **engine_kwargs) as live:
+            with engine(target, method.speculative_config, dtype=dtype, **engine_kwargs) as live:
                 for dataset, temperature, batch in settings:
                     bar.set_postfix_str(f"{method.name} {dataset} T={temperature:g} batch {batch}")
                     params = SamplingParams(temperature=temperature, max_tokens=config.max_tokens)
@@ -271,7 +278,7 @@ def run_bench(target: str, config: BenchConfig, out: str | Path | None = None, p
     bar.close()
     rows = _rows(methods, settings, runs, identical)
     if out:
-        write_outputs(rows, config, target, Path(out), time.time() - started)
+        write_outputs(rows, config, dtype, target, Path(out), time.time() - started)
     print(markdown_table(rows))
     return rows
 
@@ -321,18 +328,19 @@ def _rows(methods, settings, runs, identical) -> list[Row]:
     return rows
 
 
-def write_outputs(rows: list[Row], config: BenchConfig, target: str, out: Path, wall_seconds: float) -> None:
-    import torch
+def write_outputs(rows: list[Row], config: BenchConfig, dtype: str, target: str, out: Path,
+                  wall_seconds: float) -> None:
+    from vllm_ptp.bench.machine import describe
     out.mkdir(parents=True, exist_ok=True)
-    machine = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-               "cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-               "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-    report = {"config": asdict(config), "target": target, "machine": machine,
+    machine = describe()
+    bf16 = {True: "native bf16", False: "no native bf16", None: "bf16 support unknown"}[machine["native_bf16"]]
+    report = {"config": asdict(config), "dtype": dtype, "target": target, "machine": machine,
               "wall_seconds": round(wall_seconds, 1), "rows": [asdict(r) for r in rows]}
     (out / "bench.json").write_text(json.dumps(report, indent=1))
-    (out / "bench.md").write_text(f"Target {target}; {machine['processor']}, {machine['cpus']} CPUs; "
+    (out / "bench.md").write_text(f"Target {target}; {machine['cuda'] or machine['processor']} ({bf16}), "
+                                  f"{machine['cpus']} CPUs; "
                                   f"{config.prompts} prompts per set, {config.max_tokens} new tokens, "
-                                  f"{config.repeats} repeat(s), {config.dtype}; wall time {wall_seconds / 60:.1f} "
+                                  f"{config.repeats} repeat(s), {dtype}; wall time {wall_seconds / 60:.1f} "
                                   f"min.\n\n{summary_table([asdict(r) for r in rows])}\n\n{markdown_table(rows)}\n")
     plot(rows, out / "bench.png")
 

@@ -28,14 +28,16 @@ def run_demo(target: str, drafts: list[str] | None, prompts: int, max_tokens: in
     from vllm import SamplingParams
 
     from vllm_ptp.bench.compare import prompt_set
+    from vllm_ptp.bench.machine import cpu_model, resolve_dtype
     from vllm_ptp.bench.measure import generate
     from vllm_ptp.models.checkpoint import speculators_type
     drafts = [str(d) for d in (drafts or default_drafts())]
     texts = prompt_set(target, "sharegpt", prompts)
     params = SamplingParams(temperature=0, max_tokens=max_tokens)
-    engine = {"enforce_eager": True, "max_model_len": 2048}
-    print(f"target {target}\ndrafts {', '.join(drafts)}\n{len(texts)} held-out ShareGPT prompts, batch 1, greedy, "
-          f"max {max_tokens} new tokens")
+    dtype = resolve_dtype("auto")
+    engine = {"enforce_eager": True, "max_model_len": 2048, "dtype": dtype}
+    print(f"target {target} ({dtype} on {cpu_model()})\ndrafts {', '.join(drafts)}\n{len(texts)} held-out ShareGPT "
+          f"prompts, batch 1, greedy, max {max_tokens} new tokens")
     plain = generate(target, texts, params, one_at_a_time=True, **engine)
     runs = [(f"{speculators_type(d)}: {Path(d).name}", generate(target, texts, params, {"model": d},
                                                                 one_at_a_time=True, **engine)) for d in drafts]
@@ -52,7 +54,8 @@ def run_demo(target: str, drafts: list[str] | None, prompts: int, max_tokens: in
         print(f"{name:28}{run.tokens_per_second:9.1f}{run.tokens_per_second / plain.tokens_per_second:9.2f}x"
               f"{run.acceptance_length:16.2f}{run.draft_time_share or 0:12.0%}  {same:>4}/{len(texts):<4}  "
               f"{[round(x, 2) for x in run.acceptance_per_position]}")
-    print("(bf16 verification may flip near-ties between runs; the tests check equality in float32)")
+    if dtype == "bfloat16":
+        print("(bf16 verification may flip near-ties between runs; the tests check equality in float32)")
     print(f"\nfirst answer: {runs[0][1].texts[0][:300]!r}")
     if MEASURED.exists():
         from vllm_ptp.bench.compare import short_table
