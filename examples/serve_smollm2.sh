@@ -13,7 +13,7 @@ export HF_HUB_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}"
 draft="${DRAFT:-ptp_smollm2}"
 [[ -d "$draft" ]] || draft="$root/examples/drafts/$draft"
 target="$("$root/.venv/bin/python" -c 'from vllm_ptp.embedded import default_target_dir; print(default_target_dir())')"
-dtype="$("$root/.venv/bin/python" -c 'from vllm_ptp.bench.machine import resolve_dtype; print(resolve_dtype("auto"))')"
+dtype="$("$root/.venv/bin/python" -c 'from vllm_ptp.machine import resolve_dtype; print(resolve_dtype("auto"))')"
 exec "$root/.venv/bin/vllm-ptp" serve "$target" --port "${PORT:-8000}" \
     --speculative-config "{\"model\": \"$draft\", \"num_speculative_tokens_per_batch_size\": [[1, 2, 4], [3, 256, 0]]}" \
     --block-size 32 --dtype "$dtype" "$@"

@@ -51,7 +51,7 @@ class BenchConfig:
     max_tokens: int = 128
     repeats: int = 1
     identity_tokens: int = 64  # new tokens per prompt in the float32 greedy-identity check (0: no check)
-    dtype: str = "auto"  # bench.machine.resolve_dtype: bf16 where the machine multiplies it natively, else float32
+    dtype: str = "auto"  # vllm_ptp.machine.resolve_dtype: bf16 where the machine multiplies it natively, else float32
     seed: int = 0
     max_model_len: int | None = None  # None: the target's own
 
@@ -246,7 +246,7 @@ def run_bench(target: str, config: BenchConfig, out: str | Path | None = None, p
     from vllm import SamplingParams
 
     from vllm_ptp.bench.measure import engine, run_prompts
-    from vllm_ptp.bench.machine import bf16_warning, resolve_dtype
+    from vllm_ptp.machine import bf16_warning, resolve_dtype
     methods = parse_methods(config.methods)
     dtype = resolve_dtype(config.dtype)
     if warning := bf16_warning(dtype):
@@ -330,7 +330,7 @@ def _rows(methods, settings, runs, identical) -> list[Row]:
 
 def write_outputs(rows: list[Row], config: BenchConfig, dtype: str, target: str, out: Path,
                   wall_seconds: float) -> None:
-    from vllm_ptp.bench.machine import describe
+    from vllm_ptp.machine import describe
     out.mkdir(parents=True, exist_ok=True)
     machine = describe()
     bf16 = {True: "native bf16", False: "no native bf16", None: "bf16 support unknown"}[machine["native_bf16"]]

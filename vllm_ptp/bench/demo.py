@@ -28,7 +28,7 @@ def run_demo(target: str, drafts: list[str] | None, prompts: int, max_tokens: in
     from vllm import SamplingParams
 
     from vllm_ptp.bench.compare import prompt_set
-    from vllm_ptp.bench.machine import cpu_model, resolve_dtype
+    from vllm_ptp.machine import cpu_model, resolve_dtype
     from vllm_ptp.bench.measure import generate
     from vllm_ptp.models.checkpoint import speculators_type
     drafts = [str(d) for d in (drafts or default_drafts())]

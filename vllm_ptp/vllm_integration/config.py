@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import typing
 
+from vllm_ptp.machine import bf16_warning
 from vllm_ptp.models.ptp_config import ARCHITECTURE, PTP_TYPE
 from vllm_ptp.models.checkpoint import speculators_type
 from vllm_ptp.models.validation import validate_checkpoint_for_target
@@ -96,6 +97,8 @@ def _set_up_ours(self, method: str, vllm_post_init, longer_k_for_matches: bool) 
         raise ValueError(f"speculative_config: method '{method}' needs 'model': the draft checkpoint folder")
     self.num_speculative_tokens = validate_checkpoint_for_target(
         method, self.model, self.target_model_config, self.num_speculative_tokens, longer_k_for_matches)
+    if warning := bf16_warning(self.target_model_config.dtype):
+        logger.warning("vllm-ptp: %s", warning)
     if method == PTP_TYPE:
         # A PTP draft is an EAGLE-3 parallel-drafting draft plus u's: vLLM sets it up as exactly that (draft
         # ModelConfig from the speculators config.json, aux hidden states, mask slots, draft KV in the paged pool).

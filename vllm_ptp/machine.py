@@ -60,12 +60,13 @@ def resolve_dtype(dtype: str) -> str:
     return "float32" if native_bf16() is False else "bfloat16"
 
 
-def bf16_warning(dtype: str) -> str | None:
-    """A warning when bf16 was asked for on a CPU that emulates it; None otherwise."""
+def bf16_warning(dtype) -> str | None:
+    """A warning when bf16 (a name or a torch.dtype) was asked for on a CPU that emulates it; None otherwise."""
+    dtype = str(dtype).removeprefix("torch.")
     if dtype in ("bfloat16", "bf16") and native_bf16() is False:
         return (f"dtype {dtype} on {cpu_model()}, which has no AVX512-BF16 or AMX: bf16 matmuls are emulated and "
                 f"cost the same per token however many tokens are verified at once, so speculative decoding cannot "
-                f"pay here. Use dtype auto (float32 on this CPU) to measure it.")
+                f"pay here. Run the target in float32 on this CPU (--dtype float32; vllm-ptp bench: dtype auto).")
     return None
 
 
