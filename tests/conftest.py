@@ -60,6 +60,13 @@ def tiny_cp(tiny_target, tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def tiny_cp_rank1(tiny_target, tiny_cp, tmp_path_factory):
+    """Rank-1 CP heads (independent heads: the proposer's own path), trained on tiny_cp's teacher."""
+    return train_tiny_cp(tiny_target, tmp_path_factory.mktemp("tiny_cp_r1"), rank=1,
+                         teacher=tiny_cp.parent / "teacher")
+
+
+@pytest.fixture(scope="session")
 def tiny_ptp(tiny_target, tmp_path_factory):
     """A PTP draft (4 slots, quarter_cos u-embedding) distilled from the tiny target for a few hundred steps."""
     return train_tiny_ptp(tiny_target, tmp_path_factory.mktemp("tiny_ptp"))

@@ -14,9 +14,10 @@ def plain_greedy(tiny_target):
     return generate(tiny_target, PROMPTS, SamplingParams(temperature=0, max_tokens=40, ignore_eos=True))
 
 
-@pytest.mark.parametrize("k", [1, 3])
-def test_greedy_output_identical_to_plain_vllm(tiny_target, tiny_cp, plain_greedy, k):
+@pytest.mark.parametrize("heads, k", [("tiny_cp", 1), ("tiny_cp", 3), ("tiny_cp_rank1", 3)])
+def test_greedy_output_identical_to_plain_vllm(request, tiny_target, plain_greedy, heads, k):
     from vllm import SamplingParams
+    tiny_cp = request.getfixturevalue(heads)
     spec = generate(tiny_target, PROMPTS, SamplingParams(temperature=0, max_tokens=40, ignore_eos=True),
                     {"model": str(tiny_cp), "num_speculative_tokens": k})
     assert len(PROMPTS) == 16

@@ -1,4 +1,5 @@
 """The CP proposer draws each draft token from exactly the distribution it hands to the rejection sampler."""
+import pytest
 import torch
 from stats import chi_square_p_value
 
@@ -50,8 +51,9 @@ def test_processed_probs_top_k_top_p_and_greedy():
     assert out[2].tolist() == [0.0, 1.0, 0.0, 0.0]
 
 
-def test_draft_distribution_is_the_mixture_conditional(tmp_path):
-    proposer = tiny_proposer(tmp_path)
+@pytest.mark.parametrize("rank", [1, 3])  # rank 1 takes the independent heads' path
+def test_draft_distribution_is_the_mixture_conditional(tmp_path, rank):
+    proposer = tiny_proposer(tmp_path, rank=rank)
     hidden, last = torch.randn(1, H), torch.tensor([3])
     ids, probs = proposer.propose(hidden, last, 3, torch.tensor([0.8]), None, None, torch.rand(1, 3))
     log_w, logits = proposer.heads(hidden, last)
@@ -64,8 +66,9 @@ def test_draft_distribution_is_the_mixture_conditional(tmp_path):
         post = post / post.sum()
 
 
-def test_drafts_are_sampled_from_the_handed_out_distribution(tmp_path):
-    proposer = tiny_proposer(tmp_path)
+@pytest.mark.parametrize("rank", [1, 3])  # rank 1 takes the independent heads' path
+def test_drafts_are_sampled_from_the_handed_out_distribution(tmp_path, rank):
+    proposer = tiny_proposer(tmp_path, rank=rank)
     n = 20000
     hidden = torch.randn(1, H).expand(n, -1)
     last = torch.tensor([5] * n)
@@ -79,8 +82,9 @@ def test_drafts_are_sampled_from_the_handed_out_distribution(tmp_path):
     assert ((probs > 0).sum(-1) <= 6).all(), "top-k was not applied to the draft distribution"
 
 
-def test_greedy_rows_take_the_chain_argmax(tmp_path):
-    proposer = tiny_proposer(tmp_path)
+@pytest.mark.parametrize("rank", [1, 3])  # rank 1 takes the independent heads' path
+def test_greedy_rows_take_the_chain_argmax(tmp_path, rank):
+    proposer = tiny_proposer(tmp_path, rank=rank)
     hidden, last = torch.randn(1, H), torch.tensor([1])
     ids, probs = proposer.propose(hidden, last, 3, torch.zeros(1), None, None, torch.rand(1, 3))
     log_w, logits = proposer.heads(hidden, last)
@@ -102,3 +106,22 @@ def test_joint_log_likelihood_matches_brute_force(tmp_path):
         per = log_w[b] + sum(comp[b, s, :, labels[b, s]] for s in range(3))
         assert torch.allclose(ll[b], torch.logsumexp(per, 0), atol=1e-5)
     assert torch.allclose(resp.sum(-1), torch.ones(4))
+
+
+@pytest.mark.parametrize("temperature", [0.0, 0.7])
+def test_rank_one_drafts_each_head_independently(tmp_path, temperature):
+    """Rank 1 skips the posterior updates: position s is head s's own processed distribution, picked at u_s."""
+    proposer = tiny_proposer(tmp_path, rank=1)
+    torch.manual_seed(1)
+    hidden, last, u = torch.randn(6, H), torch.randint(V, (6,)), torch.rand(6, 3)
+    temps, top_k, top_p = torch.full((6,), temperature), torch.tensor([0, 5, 0, 3, 0, 0]), torch.full((6,), 0.9)
+    ids, probs = proposer.propose(hidden, last, 3, temps, top_k, top_p, u)
+    logits = proposer.heads(hidden, last)[1][:, :3, 0]
+    scale = temperature if temperature > 0 else 1.0
+    assert torch.allclose(proposer.last_confidence, (logits / scale).softmax(-1).amax(-1), atol=1e-6)
+    for s in range(3):
+        expected = processed_probs(logits[:, s], temps, top_k, top_p)
+        assert torch.allclose(probs[:, s], expected, atol=1e-6)
+        assert torch.equal(ids[:, s], pick_from_probs(u[:, s], expected))
+    greedy_ids, no_probs = proposer.propose(hidden, last, 3, torch.zeros(6), None, None, u, return_probs=False)
+    assert no_probs is None and torch.equal(greedy_ids, logits.argmax(-1))

@@ -80,9 +80,10 @@ def tiny_teacher(target: Path, folder: Path) -> Path:
     return generate_ptp_teacher_data(settings, prompts, folder)
 
 
-def train_tiny_cp(target: Path, work: Path, rank: int = 4, heads: int = 3, steps: int = 300) -> Path:
+def train_tiny_cp(target: Path, work: Path, rank: int = 4, heads: int = 3, steps: int = 300,
+                  teacher: Path | None = None) -> Path:
     from vllm_ptp.training.train_cp import CPTrainArgs, train_cp
-    teacher = tiny_teacher(target, work / "teacher")
+    teacher = tiny_teacher(target, teacher or work / "teacher")
     return train_cp(CPTrainArgs(target=str(target), data_dir=str(teacher), out=str(work / "cp"), rank=rank,
                                 heads=heads, steps=steps, batch_size=32, adapter_dim=16, save_every=100,
                                 eval_fraction=0.1))
