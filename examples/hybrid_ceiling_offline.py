@@ -16,7 +16,8 @@ drafter alone, and its speed over it for beta from 0 (verifying is free: memory-
 Matches: vLLM's ngram (suffix of 2-4 tokens, as the bench) and vLLM's suffix decoding (Arctic Inference's trees over
 the request and the earlier requests' outputs, vLLM's default settings). Learned drafts: the shipped CP rank-1 heads
 and PTP draft, drafting as served at T = 0. Held-out chat (sharegpt) and code (humaneval) prompts after the 8 the
-bench uses; the greedy texts are those of examples/match_acceptance_offline.py (made once, cached in --out).
+bench uses; the greedy texts are those of examples/match_acceptance_offline.py (made once, cached in --out). Each
+drafter's accepted length at every anchor is kept in --out/per_anchor.npz (examples/learned_quality_offline.py).
 """
 import argparse
 import json
@@ -152,6 +153,7 @@ def main() -> None:
     cache = SuffixDecodingCache(max_tree_depth=24, max_cached_requests=10000)
 
     totals: dict[tuple[str, str], np.ndarray] = {}
+    per_anchor: dict[str, np.ndarray] = {}  # for examples/learned_quality_offline.py
     for dataset, rows in texts.items():
         for n, (prompt, output) in enumerate(rows):
             tokens, aux, final = target_states(model, prompt, output, ptp.config.aux_layer_ids)
@@ -166,6 +168,10 @@ def main() -> None:
             alone["cp"] = accepted_lengths(cp_drafts(cp, final, tokens, anchors), tokens, anchors)
             alone["ptp"] = ptp_accepted(ptp, tokens, aux, final, P, lm_head)
             drafted = {name: np.array([min(len(d), args.match_k) for d in drafts]) for name, drafts in matches.items()}
+            key = f"{dataset}/{n}"
+            per_anchor |= {f"{key}/accepted/{name}": lengths for name, lengths in alone.items()}
+            per_anchor |= {f"{key}/drafted/{name}": lengths for name, lengths in drafted.items()}
+            per_anchor[f"{key}/span"] = np.array([P, L])
             full, every, never = np.full(len(anchors), K), np.ones(len(anchors)), np.zeros(len(anchors))
             # (accepted, verified, learned forward ran) per anchor
             policies = {name: (alone[name], drafted[name], never) for name in matches}
@@ -207,6 +213,7 @@ def main() -> None:
                                  f"{DELTA[learned]:g} step, {speeds}")
     text = "\n".join(lines)
     (args.out / "report.txt").write_text(text + "\n")
+    np.savez_compressed(args.out / "per_anchor.npz", **per_anchor)
     print(text)
 
 

@@ -344,7 +344,7 @@ def main(argv: list[str] | None = None) -> None:
     bench.add_argument("--identity-tokens", type=int,
                        help="new tokens per prompt for the float32 greedy-identity check, 0 = skip (default 64)")
     bench.add_argument("--dtype", help="auto (default: bf16 where the machine multiplies it natively, else float32), "
-                                       "bfloat16 or float32")
+                                       "bfloat16, float32 or float16")
     bench.add_argument("--seed", type=int, help="prompt shuffle and engine seed (default 0)")
     bench.add_argument("--out", default="bench_results", help="folder for bench.json, bench.md, bench.png")
     bench.set_defaults(func=cmd_bench)
