@@ -46,16 +46,17 @@ def continuation(accepted: np.ndarray) -> list[float]:
     return [float((accepted >= j + 1).sum() / max((accepted >= j).sum(), 1)) for j in range(1, K)]
 
 
-def raised(accepted: np.ndarray, share: float, rates: list[float], rng: np.random.Generator) -> np.ndarray:
-    """Turn `share` of the anchors rejected at position 1 into accepted ones, going on at the given rates."""
+def raised(accepted: np.ndarray, share: float, rates: list[float], draws: np.ndarray) -> np.ndarray:
+    """Turn `share` of the anchors rejected at position 1 into accepted ones, going on at the given rates. draws
+    [A, K]: the anchors' own uniforms, the same for every share, so a larger share turns a superset of anchors."""
     out = accepted.copy()
-    turned = (accepted == 0) & (rng.random(len(accepted)) < share)
-    length = np.ones(int(turned.sum()), dtype=accepted.dtype)
-    going = np.ones(len(length), dtype=bool)
-    for rate in rates:
-        going &= rng.random(len(length)) < rate
+    turned = (accepted == 0) & (draws[:, 0] < share)
+    going = np.ones(len(accepted), dtype=bool)
+    length = np.ones(len(accepted), dtype=accepted.dtype)
+    for j, rate in enumerate(rates, start=1):
+        going &= draws[:, j] < rate
         length += going
-    out[turned] = length
+    out[turned] = length[turned]
     return out
 
 
@@ -72,12 +73,13 @@ def main() -> None:
         shipped, rates = float((every_cp >= 1).mean()), continuation(every_cp)
         print(f"{dataset}: shipped heads accept position 1 at {shipped:.3f} of anchors, then "
               f"{' / '.join(f'{r:.2f}' for r in rates)} conditionally; beta {args.beta:g}, delta {args.delta:g}")
+        draws = [rng.random((len(p["cp"]), K)) for p in prompts]
         for target in RATES:
             share = 0.0 if target is None else max(target - shipped, 0.0) / (1 - shipped)
             totals = collections.defaultdict(lambda: np.zeros(4))
             rate_reached = []
-            for p in prompts:
-                cp = raised(p["cp"], share, rates, rng)
+            for p, own_draws in zip(prompts, draws):
+                cp = raised(p["cp"], share, rates, own_draws)
                 rate_reached.append(cp >= 1)
                 has_match = p["drafted"] > 0
                 every, full = np.ones(len(cp)), np.full(len(cp), K)

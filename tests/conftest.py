@@ -19,7 +19,7 @@ from tiny_models import build_tiny_target, train_tiny_cp, train_tiny_ptp  # noqa
 
 
 # Built with vLLM teacher engines: a test that needs one needs an engine.
-ENGINE_FIXTURES = {"tiny_cp", "tiny_ptp", "tiny_ptp_two_layers", "tiny_ptp_one_slot"}
+ENGINE_FIXTURES = {"tiny_cp", "tiny_cp_rank1", "tiny_ptp", "tiny_ptp_two_layers", "tiny_ptp_one_slot"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -12,13 +12,18 @@ from vllm_ptp.proposers.cp_proposer import CPProposer
 V, H = 12, 16
 
 
-def tiny_proposer(tmp_path, rank=3, heads=3) -> CPProposer:
+def tiny_proposer(tmp_path, rank=3, heads=3, draft_vocab=None) -> CPProposer:
+    """draft_vocab: the target ids the heads score (default: all V, in order)."""
     torch.manual_seed(0)
-    config = CPConfig(hidden_size=H, vocab_size=V, num_heads=heads, rank=rank, draft_vocab_size=V, adapter_dim=4)
+    draft_size = V if draft_vocab is None else len(draft_vocab)
+    config = CPConfig(hidden_size=H, vocab_size=V, num_heads=heads, rank=rank, draft_vocab_size=draft_size,
+                      adapter_dim=4)
     model = CPHeads(config)
     with torch.no_grad():
         for p in model.parameters():
             p.normal_(0, 0.5)
+        if draft_vocab is not None:
+            model.draft_vocab.copy_(torch.tensor(draft_vocab))
     save_checkpoint(tmp_path, config.to_json(), model.state_dict(), "test")
     proposer = CPProposer(tmp_path)
     embed = torch.randn(V, H)
@@ -108,20 +113,26 @@ def test_joint_log_likelihood_matches_brute_force(tmp_path):
     assert torch.allclose(resp.sum(-1), torch.ones(4))
 
 
-@pytest.mark.parametrize("temperature", [0.0, 0.7])
-def test_rank_one_drafts_each_head_independently(tmp_path, temperature):
-    """Rank 1 skips the posterior updates: position s is head s's own processed distribution, picked at u_s."""
-    proposer = tiny_proposer(tmp_path, rank=1)
+def test_rank_one_drafts_each_head_independently(tmp_path):
+    """Rank 1 skips the posterior updates: position s is head s's own processed distribution, picked at u_s, in
+    target ids (a draft vocabulary of 8 of the 12 target tokens, out of order)."""
+    draft_vocab = [11, 0, 7, 3, 5, 9, 2, 6]
+    proposer = tiny_proposer(tmp_path, rank=1, draft_vocab=draft_vocab)
     torch.manual_seed(1)
     hidden, last, u = torch.randn(6, H), torch.randint(V, (6,)), torch.rand(6, 3)
-    temps, top_k, top_p = torch.full((6,), temperature), torch.tensor([0, 5, 0, 3, 0, 0]), torch.full((6,), 0.9)
+    temps = torch.tensor([0.0, 0.7, 0.0, 1.3, 0.5, 1.0])
+    top_k, top_p = torch.tensor([0, 5, 0, 3, 0, 0]), torch.tensor([0.9, 1.0, 0.5, 0.8, 0.6, 1.0])
     ids, probs = proposer.propose(hidden, last, 3, temps, top_k, top_p, u)
     logits = proposer.heads(hidden, last)[1][:, :3, 0]
-    scale = temperature if temperature > 0 else 1.0
+    scale = torch.where(temps > 0, temps, 1.0)[:, None, None]
     assert torch.allclose(proposer.last_confidence, (logits / scale).softmax(-1).amax(-1), atol=1e-6)
+    vocab = torch.tensor(draft_vocab)
     for s in range(3):
         expected = processed_probs(logits[:, s], temps, top_k, top_p)
-        assert torch.allclose(probs[:, s], expected, atol=1e-6)
-        assert torch.equal(ids[:, s], pick_from_probs(u[:, s], expected))
-    greedy_ids, no_probs = proposer.propose(hidden, last, 3, torch.zeros(6), None, None, u, return_probs=False)
-    assert no_probs is None and torch.equal(greedy_ids, logits.argmax(-1))
+        assert torch.allclose(probs[:, s, vocab], expected, atol=1e-6)
+        assert probs[:, s].sum(-1).allclose(torch.ones(6)), "probability outside the draft vocabulary"
+        assert torch.equal(ids[:, s], vocab[pick_from_probs(u[:, s], expected)])
+    mixed_ids, no_probs = proposer.propose(hidden, last, 3, temps, top_k, top_p, u, return_probs=False)
+    assert no_probs is None and torch.equal(mixed_ids, ids)
+    greedy_ids, _ = proposer.propose(hidden, last, 3, torch.zeros(6), None, None, u, return_probs=False)
+    assert torch.equal(greedy_ids, vocab[logits.argmax(-1)])

@@ -7,7 +7,8 @@ uniform u_s, so the draft randomness is explicit. Greedy requests (temperature 0
 greedy decoding of the mixture's chain-rule factorisation, exact for s = 1 and the usual approximation of the joint
 mode beyond. Every q_s handed out is exactly the distribution x_s was drawn from, so vLLM's rejection sampler stays
 lossless. The top probability of each q_s (before top-k/top-p; greedy rows at temperature 1) is kept in
-`last_confidence` [B, k] for draft_confidence.
+`last_confidence` [B, k] for draft_confidence. Rank 1 is one product of independent heads: q_s is head s's own
+distribution, and all k positions are picked at once.
 """
 from __future__ import annotations
 
@@ -77,13 +78,16 @@ class CPProposer:
         self.last_confidence = (logits / scale).softmax(-1).amax(-1)
         if not return_probs and bool(greedy.all()):
             return self.draft_vocab[logits.argmax(-1)], None
-        per_position = (lambda t: None if t is None else t.repeat_interleave(k))
-        picked = pick_from_logits(logits.reshape(B * k, V), per_position(temperature), per_position(top_k),
-                                  per_position(top_p), uniforms.reshape(B * k), return_probs=return_probs,
-                                  check=False)
-        draft_ids = self.draft_vocab[picked[0].view(B, k)]
+
+        def per_position(row_values: torch.Tensor | None) -> torch.Tensor | None:
+            return None if row_values is None else row_values.repeat_interleave(k)
+
+        tokens, _, *probs = pick_from_logits(logits.reshape(B * k, V), per_position(temperature),
+                                             per_position(top_k), per_position(top_p), uniforms[:, :k].reshape(-1),
+                                             return_probs=return_probs, check=False)
+        draft_ids = self.draft_vocab[tokens.view(B, k)]
         if not return_probs:
             return draft_ids, None
         draft_probs = torch.zeros(B, k, self.config.vocab_size, dtype=torch.float32, device=logits.device)
-        draft_probs[:, :, self.draft_vocab] = picked[2].view(B, k, V)
+        draft_probs[:, :, self.draft_vocab] = probs[0].view(B, k, V)
         return draft_ids, draft_probs
