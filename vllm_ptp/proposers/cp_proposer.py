@@ -44,11 +44,12 @@ class CPProposer:
         """
         B = hidden.shape[0]
         log_w, logits = self.heads(hidden, last_token)
-        if self.config.rank == 1:
-            return self._propose_independent(logits[:, :k, 0], temperature, top_k, top_p, uniforms, return_probs)
         greedy = temperature <= 0
-        scale = torch.where(greedy, 1.0, temperature.float())[:, None, None, None]
-        comp_log_probs = (logits[:, :k] / scale).log_softmax(-1)  # [B, k, r, V_draft]
+        scale = torch.where(greedy, 1.0, temperature.float())  # greedy rows' confidences are read at temperature 1
+        if self.config.rank == 1:
+            return self._propose_independent(logits[:, :k, 0], greedy, scale, temperature, top_k, top_p, uniforms,
+                                             return_probs)
+        comp_log_probs = (logits[:, :k] / scale[:, None, None, None]).log_softmax(-1)  # [B, k, r, V_draft]
         draft_ids = torch.empty(B, k, dtype=torch.long, device=hidden.device)
         draft_probs = (torch.zeros(B, k, self.config.vocab_size, dtype=torch.float32, device=hidden.device)
                        if return_probs else None)
@@ -67,15 +68,14 @@ class CPProposer:
             log_post, q = cp_posterior(log_post, comp_log_probs[:, s], x, following, check=False)
         return draft_ids, draft_probs
 
-    def _propose_independent(self, logits: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor | None,
-                             top_p: torch.Tensor | None, uniforms: torch.Tensor, return_probs: bool):
+    def _propose_independent(self, logits: torch.Tensor, greedy: torch.Tensor, scale: torch.Tensor,
+                             temperature: torch.Tensor, top_k: torch.Tensor | None, top_p: torch.Tensor | None,
+                             uniforms: torch.Tensor, return_probs: bool):
         """Rank 1: the mixture is one product, so q_s is head s's own distribution whatever was drafted before it,
         and all k positions are picked in one call (the general path's posterior updates and per-position picks
-        cost about 1 ms a step on a CPU core for nothing). logits [B, k, V_draft]."""
+        cost about 1 ms a step on a CPU core for nothing). logits [B, k, V_draft]; greedy, scale [B] as in propose."""
         B, k, V = logits.shape
-        greedy = temperature <= 0
-        scale = torch.where(greedy, 1.0, temperature.float())[:, None, None]
-        self.last_confidence = (logits / scale).softmax(-1).amax(-1)
+        self.last_confidence = (logits / scale[:, None, None]).softmax(-1).amax(-1)
         if not return_probs and bool(greedy.all()):
             return self.draft_vocab[logits.argmax(-1)], None
 
